@@ -1,0 +1,158 @@
+"""Model adapters: all the architecture knowledge of the transformers backend.
+
+An adapter says, for one family of models, where the language model's configuration is, which
+token ids are vision tokens, how vision tokens group into images, and which layers may be pruned.
+Adapters are plugins: this module registers the built-in ones through the `plphp_adapters` hook.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from plphp.errors import UnsupportedModelError
+from plphp.hookspecs import hookimpl
+
+
+class ModelAdapter:
+    """Architecture knowledge for one family of vision-language models.
+
+    Subclasses set `architectures` (model class names) and may override the methods below.
+    """
+
+    name: ClassVar[str] = "base"
+    #: Class names of the models this adapter handles (matched along the model's MRO).
+    architectures: ClassVar[tuple[str, ...]] = ()
+    #: Sub-config of the language model, whose attention implementation plphp wraps.
+    text_config_key: ClassVar[str] = "text_config"
+    #: Config attributes holding vision token ids.
+    vision_token_attributes: ClassVar[tuple[str, ...]] = ("image_token_id", "video_token_id")
+
+    def __init__(self, model: Any):
+        self.model = model
+        self.config = model.config
+        self.text_config = model.config.get_text_config(decoder=True)
+
+    @classmethod
+    def handles(cls, model: Any) -> bool:
+        return any(klass.__name__ in cls.architectures for klass in type(model).__mro__)
+
+    # -- shapes of the language model ----------------------------------------------------------
+    @property
+    def num_layers(self) -> int:
+        return self.text_config.num_hidden_layers
+
+    @property
+    def num_heads(self) -> int:
+        return self.text_config.num_attention_heads
+
+    @property
+    def num_kv_heads(self) -> int:
+        return getattr(self.text_config, "num_key_value_heads", None) or self.num_heads
+
+    @property
+    def head_dim(self) -> int:
+        return getattr(self.text_config, "head_dim", None) or self.text_config.hidden_size // self.num_heads
+
+    def prunable_layers(self) -> list[bool]:
+        """Per decoder layer, whether its cache may be pruned (sliding-window layers may not)."""
+        layer_types = getattr(self.text_config, "layer_types", None) or ["full_attention"] * self.num_layers
+        return [kind == "full_attention" for kind in layer_types]
+
+    # -- vision tokens ---------------------------------------------------------------------------
+    def vision_token_ids(self) -> list[int]:
+        ids = []
+        for attribute in self.vision_token_attributes:
+            value = getattr(self.config, attribute, None)
+            if value is not None:
+                ids.append(int(value))
+        return ids
+
+    def vision_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """`[B, L]` bool, True at vision token positions."""
+        ids = torch.tensor(self.vision_token_ids(), device=input_ids.device)
+        return torch.isin(input_ids, ids)
+
+    def segment_ids(self, input_ids: torch.Tensor, vision_mask: torch.Tensor) -> torch.Tensor:
+        """`[B, L]` image index of each vision token (-1 elsewhere).
+
+        The default groups each maximal run of vision tokens of one token id into one image; an
+        adapter that knows the tokens per image splits runs further (`tokens_per_image`).
+        """
+        batch, length = input_ids.shape
+        segments = torch.full((batch, length), -1, dtype=torch.long, device=input_ids.device)
+        per_image = self.tokens_per_image()
+        for b in range(batch):
+            image, run, previous = -1, 0, None
+            for pos in torch.nonzero(vision_mask[b]).flatten().tolist():
+                token = int(input_ids[b, pos])
+                new_run = previous is None or pos != previous[0] + 1 or token != previous[1]
+                if new_run or (per_image and run == per_image):
+                    image, run = image + 1, 0
+                segments[b, pos] = image
+                run += 1
+                previous = (pos, token)
+        return segments
+
+    def tokens_per_image(self) -> int | None:
+        """Vision tokens per image when the architecture fixes it, else None."""
+        return None
+
+
+class LlavaAdapter(ModelAdapter):
+    """LLaVA-1.5 style: a fixed number of tokens per image (so adjacent images are told apart)."""
+
+    name = "llava"
+    architectures = ("LlavaForConditionalGeneration", "LlavaModel")
+
+    def tokens_per_image(self) -> int | None:
+        vision = self.config.vision_config
+        count = (vision.image_size // vision.patch_size) ** 2
+        if getattr(self.config, "vision_feature_select_strategy", "default") == "full":
+            count += 1
+        return count
+
+
+class LlavaNextAdapter(ModelAdapter):
+    """LLaVA-NeXT and LLaVA-OneVision: any-resolution tiles, so tokens per image vary."""
+
+    name = "llava_next"
+    architectures = (
+        "LlavaNextForConditionalGeneration",
+        "LlavaNextModel",
+        "LlavaOnevisionForConditionalGeneration",
+        "LlavaOnevisionModel",
+    )
+
+
+class Qwen2VLAdapter(ModelAdapter):
+    """Qwen2-VL and Qwen2.5-VL: images framed by vision start / end tokens, M-RoPE positions."""
+
+    name = "qwen2_vl"
+    architectures = (
+        "Qwen2VLForConditionalGeneration",
+        "Qwen2VLModel",
+        "Qwen2_5_VLForConditionalGeneration",
+        "Qwen2_5_VLModel",
+    )
+
+
+BUILTIN_ADAPTERS = [LlavaAdapter, LlavaNextAdapter, Qwen2VLAdapter]
+
+
+@hookimpl
+def plphp_adapters():
+    return BUILTIN_ADAPTERS
+
+
+def find_adapter(model: Any, adapters: list[type[ModelAdapter]]) -> ModelAdapter:
+    """The first adapter that handles `model`, or an error naming the supported architectures."""
+    for adapter in adapters:
+        if adapter.handles(model):
+            return adapter(model)
+    supported = sorted({name for adapter in adapters for name in adapter.architectures if name.endswith("Generation")})
+    raise UnsupportedModelError(
+        f"plphp has no adapter for {type(model).__name__}; supported architectures are {', '.join(supported)} "
+        f"(a plugin can add one through the plphp_adapters hook)"
+    )

@@ -1,0 +1,338 @@
+"""`plphp.apply(model, policy)`: prune an unmodified model inside an unmodified `generate()`.
+
+How it works (see docs/concepts.md):
+
+1. On entry, an attention function is registered under a name of the session's own and the
+   language model's sub-config is switched to it; it wraps the model's implementation (sdpa,
+   eager, flash), so outputs are unchanged where nothing is pruned.
+2. A forward pre-hook on the model sees each call's cache. At prefill (an empty cache) it puts a
+   `PrunableLayer` in place of each decoder layer's cache and reads the vision positions from the
+   prompt through the model's adapter.
+3. During prefill the attention function hands each layer's post-RoPE queries and keys to the
+   policy's collector.
+4. A forward hook ends prefill: the allocator sets retention per layer, the selector picks each
+   KV head's vision tokens, and the cache is compressed (or, in "mask" mode, only masked).
+5. During decoding, layers whose length differs from what the model's mask describes attend with
+   their own mask.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+
+from plphp.backends import attention as attn
+from plphp.backends.adapters import ModelAdapter, find_adapter
+from plphp.backends.cache import PrunableLayer
+from plphp.errors import ConfigError, PlphpError
+from plphp.policy import Policy, load_policy
+from plphp.registry import get_registry
+from plphp.report import LayerReport, PruningReport
+from plphp.stats import LayerStats, PromptInfo, budget_per_sample, check_keep_indices
+
+_session_ids = itertools.count()
+
+Materialize = Literal["prune", "mask"]
+
+
+@dataclass
+class _Prefill:
+    prompt: PromptInfo
+    cache: Cache
+    stats: dict[int, LayerStats] = field(default_factory=dict)
+
+
+class Session:
+    """An active pruning session on one model. Use through `plphp.apply`.
+
+    Attributes:
+        report: the `PruningReport` of the latest prefill (None before the first).
+        reports: all reports of this session, one per prefill.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        policy: Policy,
+        adapter: ModelAdapter,
+        materialize: Materialize = "prune",
+        record_scores: bool = False,
+    ):
+        if materialize not in ("prune", "mask"):
+            raise ConfigError(f"materialize: {materialize!r} is not allowed; use 'prune' or 'mask'")
+        if policy.stage != "decode":
+            raise ConfigError(
+                f"policy.stage: {policy.stage!r} is not implemented by the transformers backend yet; "
+                "the allowed stage here is 'decode'"
+            )
+        self.model = model
+        self.policy = policy
+        self.adapter = adapter
+        self.materialize = materialize
+        self.record_scores = record_scores
+        self.reports: list[PruningReport] = []
+        self._name = f"plphp_{next(_session_ids)}"
+        self._hooks: list[Any] = []
+        self._original_impl: str | None = None
+        self._base_name = ""
+        self._base: attn.AttentionFn | None = None
+        self._prefill: _Prefill | None = None
+        self._cache: Cache | None = None
+        self._prunable = adapter.prunable_layers()
+
+    @property
+    def report(self) -> PruningReport | None:
+        return self.reports[-1] if self.reports else None
+
+    # -- install / uninstall -------------------------------------------------------------------
+    def __enter__(self) -> Session:
+        text_config = self.adapter.text_config
+        original = text_config._attn_implementation or "sdpa"
+        if original.startswith("plphp_"):
+            raise PlphpError("this model is already inside a plphp.apply() session; exit it first")
+        self._original_impl = text_config._attn_implementation
+        self._base_name = original
+        self._base = attn.base_attention(original)
+        attn.register(self._name, self._attention, original if original in ("sdpa", "eager") else "sdpa")
+        try:
+            self.model.set_attn_implementation({self.adapter.text_config_key: self._name})
+            self._hooks = [
+                self.model.register_forward_pre_hook(self._before_forward, with_kwargs=True),
+                self.model.register_forward_hook(self._after_forward, with_kwargs=True),
+            ]
+        except BaseException:
+            self._uninstall()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._uninstall()
+
+    def _uninstall(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+        if self.adapter.text_config._attn_implementation == self._name:
+            self.model.set_attn_implementation({self.adapter.text_config_key: self._original_impl})
+        attn.unregister(self._name)
+        self._prefill = None
+        self._cache = None
+
+    # -- hooks -----------------------------------------------------------------------------------
+    def _before_forward(self, module, args, kwargs):
+        cache = kwargs.get("past_key_values")
+        if cache is None and kwargs.get("use_cache", self.adapter.text_config.use_cache) is not False:
+            cache = DynamicCache(config=self.model.config)
+            kwargs = {**kwargs, "past_key_values": cache}
+        self._cache = cache if isinstance(cache, Cache) else None
+        if self._cache is not None and self._cache.get_seq_length() == 0:
+            input_ids = kwargs.get("input_ids", args[0] if args else None)
+            self._start_prefill(self._cache, input_ids, kwargs.get("attention_mask"))
+        return args, kwargs
+
+    def _after_forward(self, module, args, kwargs, output):
+        prefill, self._prefill = self._prefill, None
+        if prefill is not None:
+            self.reports.append(self._compress(prefill))
+        return output
+
+    # -- prefill ---------------------------------------------------------------------------------
+    def _start_prefill(self, cache: Cache, input_ids: torch.Tensor | None, attention_mask: Any) -> None:
+        self._prefill = None
+        if input_ids is None:
+            self.reports.append(self._empty_report(0, 0, [], "no input_ids were given, so no vision tokens were found"))
+            return
+        batch, length = input_ids.shape
+        key_valid = torch.ones(batch, length, dtype=torch.bool, device=input_ids.device)
+        if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2:
+            key_valid = attention_mask[:, -length:].to(device=input_ids.device, dtype=torch.bool)
+        padded = not bool(key_valid.all())
+        while len(cache.layers) < self.adapter.num_layers:
+            cache.layers.append(DynamicLayer())
+        for idx in range(self.adapter.num_layers):
+            if self._prunable[idx]:
+                cache.layers[idx] = PrunableLayer(prompt_valid=key_valid if padded else None)
+        vision_mask = self.adapter.vision_mask(input_ids) & key_valid
+        if not bool(vision_mask.any()):
+            self.reports.append(
+                self._empty_report(batch, length, [0] * batch, "the prompt holds no vision tokens; nothing was pruned")
+            )
+            return
+        prompt = PromptInfo(
+            vision_mask=vision_mask,
+            segment_ids=self.adapter.segment_ids(input_ids, vision_mask),
+            key_valid=key_valid,
+            num_layers=self.adapter.num_layers,
+            num_heads=self.adapter.num_heads,
+            num_kv_heads=self.adapter.num_kv_heads,
+            head_dim=self.adapter.head_dim,
+        )
+        self._prefill = _Prefill(prompt=prompt, cache=cache)
+
+    def _empty_report(self, batch: int, length: int, num_vision: list[int], note: str) -> PruningReport:
+        return PruningReport(
+            policy=self.policy.describe(),
+            stage=self.policy.stage,
+            batch_size=batch,
+            prompt_length=length,
+            num_vision=num_vision,
+            note=note,
+        )
+
+    def _compress(self, prefill: _Prefill) -> PruningReport:
+        prompt = prefill.prompt
+        missing = [i for i in range(prompt.num_layers) if i not in prefill.stats]
+        nan = torch.full((prompt.batch_size,), float("nan"), device=prompt.vision_mask.device)
+        for idx in missing:  # layers the collector never saw (not pruned anyway)
+            prefill.stats[idx] = LayerStats(scores=torch.zeros(0), vision_attention=nan)
+        stats = [prefill.stats[i] for i in range(prompt.num_layers)]
+        retention = self.policy.retention(stats, prompt)
+        num_vision = prompt.num_vision.tolist()
+        report = PruningReport(
+            policy=self.policy.describe(),
+            stage=self.policy.stage,
+            batch_size=prompt.batch_size,
+            prompt_length=prompt.length,
+            num_vision=num_vision,
+        )
+        text = ~prompt.vision_mask & prompt.key_valid
+        for idx in range(prompt.num_layers):
+            layer = prefill.cache.layers[idx]
+            rates = retention[idx]
+            budget = budget_per_sample(rates, prompt)
+            before = _nbytes(layer)
+            prune = (
+                isinstance(layer, PrunableLayer)
+                and self._prunable[idx]
+                and self.policy.prunes_layer(idx)
+                and idx not in missing
+                and budget != num_vision
+            )
+            if not prune:
+                kept = torch.tensor(num_vision, device=rates.device)[:, None].expand(-1, prompt.num_kv_heads)
+                report.layers.append(
+                    LayerReport(idx, False, rates, num_vision, kept, None, stats[idx].vision_attention, before, before,
+                                layer.keys.shape[-2] if layer.keys is not None else 0)
+                )
+                continue
+            keep = self.policy.selector.select(stats[idx], rates, prompt, idx)
+            check_keep_indices(keep, prompt, budget, f"selector {self.policy.selector.name!r} (layer {idx})")
+            keep_mask = text[:, None, :].repeat(1, prompt.num_kv_heads, 1)
+            keep_mask |= _scatter_mask(keep, prompt.length)
+            if self.materialize == "prune":
+                positions, slot_valid = _positions(keep_mask)
+                layer.compress(positions, slot_valid)
+            else:
+                layer.restrict(keep_mask)
+            report.layers.append(
+                LayerReport(
+                    layer_idx=idx,
+                    pruned=True,
+                    retention=rates,
+                    budget=budget,
+                    kept=(keep >= 0).sum(-1),
+                    kept_positions=keep,
+                    vision_attention=stats[idx].vision_attention,
+                    kv_bytes_before=before,
+                    kv_bytes_after=_nbytes(layer),
+                    physical_length=layer.length,
+                    scores=stats[idx].scores if self.record_scores else None,
+                )
+            )
+        return report
+
+    # -- attention -------------------------------------------------------------------------------
+    def _attention(self, module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+        layer_idx = getattr(module, "layer_idx", None)
+        base = self._base
+        if layer_idx is None:
+            return base(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        if scaling is None:
+            scaling = query.shape[-1] ** -0.5
+        prefill = self._prefill
+        if prefill is not None:
+            if query.shape[2] == key.shape[2]:
+                prefill.stats[layer_idx] = self.policy.collector.collect(
+                    query, key, prefill.prompt, layer_idx, scaling
+                )
+            return base(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        layer = self._layer(layer_idx)
+        if layer is None or key.shape[-2] != layer.length:
+            return base(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        if not layer.compressed:
+            fits = attention_mask.shape[-1] == key.shape[-2] if attention_mask is not None else layer.valid is None
+            if fits:
+                return base(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        additive = attn.uses_additive_mask(self._base_name)
+        mask = layer.attention_mask(query.shape[2], query.shape[1], query.dtype if additive else None)
+        if mask is not None and not attn.takes_dense_mask(self._base_name):
+            # Flash kernels take no dense mask: pruned layers with holes go through sdpa.
+            return attn.base_attention("sdpa")(module, query, key, value, mask, scaling=scaling, dropout=dropout)
+        return base(module, query, key, value, mask, scaling=scaling, dropout=dropout, **kwargs)
+
+    def _layer(self, layer_idx: int) -> PrunableLayer | None:
+        cache = self._cache
+        if cache is None or layer_idx >= len(cache.layers):
+            return None
+        layer = cache.layers[layer_idx]
+        return layer if isinstance(layer, PrunableLayer) else None
+
+
+def _scatter_mask(keep: torch.Tensor, length: int) -> torch.Tensor:
+    """`[B, H_kv, L]` bool, True at the positions listed in `keep` (-1 entries ignored)."""
+    mask = torch.zeros(*keep.shape[:2], length + 1, dtype=torch.bool, device=keep.device)
+    mask.scatter_(2, torch.where(keep >= 0, keep, length), True)
+    return mask[..., :length]
+
+
+def _positions(keep_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Kept positions per row, ascending, padded to the longest row: `([B, H, n], valid [B, H, n])`."""
+    length = keep_mask.shape[-1]
+    order = torch.arange(length, device=keep_mask.device).expand_as(keep_mask)
+    ranked = torch.where(keep_mask, order, order + length).sort(dim=-1).values
+    width = int(keep_mask.sum(-1).max())
+    ranked = ranked[..., :width]
+    valid = ranked < length
+    return torch.where(valid, ranked, 0), valid
+
+
+def _nbytes(layer: Any) -> int:
+    keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+    if keys is None or values is None:
+        return 0
+    return keys.numel() * keys.element_size() + values.numel() * values.element_size()
+
+
+def apply(
+    model: Any,
+    policy: str | Policy | dict | Any = "plphp",
+    *,
+    materialize: Materialize = "prune",
+    record_scores: bool = False,
+    **overrides: Any,
+) -> Session:
+    """Prune `model`'s vision-token KV cache with `policy` inside a `with` block.
+
+    Args:
+        model: a supported Hugging Face vision-language model (see `plphp policies`).
+        policy: a `Policy`, a preset name, a YAML/TOML path or a dict (see `plphp.load_policy`).
+        materialize: "prune" removes dropped entries from the cache (the point of the library);
+            "mask" keeps them and masks them out, the reference that tests compare against.
+        record_scores: keep every layer's token scores in the report (memory grows with the prompt).
+        **overrides: merged into the policy config, e.g. `allocator={"retention": 0.3}`.
+
+    Returns:
+        A `Session`; the model is restored exactly on exit, also after an exception.
+
+    Example:
+        >>> with plphp.apply(model, "plphp") as session:
+        ...     out = model.generate(**inputs, max_new_tokens=64)
+        >>> session.report.vision_kv_reduction
+    """
+    resolved = load_policy(policy, **overrides)
+    adapter = find_adapter(model, get_registry().adapters())
+    return Session(model, resolved, adapter, materialize=materialize, record_scores=record_scores)

@@ -1,0 +1,107 @@
+"""Base classes of the three kinds of policy components.
+
+A component is a small class with a registry `name`, a pydantic `Params` model holding its
+hyper-parameters (validated ranges and cross-field checks) and one method. Components see tensors
+and a `PromptInfo`, never a model: they run unchanged under any backend and are testable on random
+tensors.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from plphp.stats import LayerStats, PromptInfo
+
+
+class Params(BaseModel):
+    """Hyper-parameters of a component. Unknown keys are rejected, values are validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Component(ABC):
+    """Common part of collectors, allocators and selectors."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str]
+    Params: ClassVar[type[Params]] = Params
+
+    def __init__(self, params: Params | None = None, **values: Any):
+        if params is not None and values:
+            raise TypeError("pass either a Params object or keyword values, not both")
+        self.params = params if params is not None else self.Params(**values)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump().items())
+        return f"{type(self).__name__}({fields})"
+
+    @classmethod
+    def summary(cls) -> str:
+        """First line of the class docstring."""
+        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+
+class Collector(Component):
+    """Turns one layer's prefill queries and keys into `LayerStats`."""
+
+    kind: ClassVar[str] = "collector"
+
+    @abstractmethod
+    def collect(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        prompt: PromptInfo,
+        layer_idx: int,
+        scaling: float,
+    ) -> LayerStats:
+        """Score the vision tokens of one layer.
+
+        Args:
+            query: `[B, H, L, D]` post-RoPE queries of the prompt.
+            key: `[B, H_kv, L, D]` post-RoPE keys of the prompt (not repeated for GQA).
+            prompt: vision positions, segments and padding of the prompt.
+            layer_idx: index of the decoder layer.
+            scaling: the softmax scale the model uses (usually `D ** -0.5`).
+        """
+
+
+class Allocator(Component):
+    """Turns the statistics of all layers into a retention rate per layer and sample."""
+
+    kind: ClassVar[str] = "allocator"
+
+    @abstractmethod
+    def allocate(self, stats: Sequence[LayerStats], prompt: PromptInfo) -> torch.Tensor:
+        """Return `[num_layers, B]` retention rates in [0, 1] (fraction of vision tokens kept)."""
+
+
+class Selector(Component):
+    """Turns one layer's statistics and retention into the vision positions each KV head keeps."""
+
+    kind: ClassVar[str] = "selector"
+    #: True when different heads may keep different tokens; such selectors cannot drive the
+    #: prefill stage, where one keep-set must hold for the whole hidden-state sequence.
+    per_head: ClassVar[bool] = True
+
+    @abstractmethod
+    def select(
+        self, stats: LayerStats, retention: torch.Tensor, prompt: PromptInfo, layer_idx: int
+    ) -> torch.Tensor:
+        """Choose the kept vision tokens.
+
+        Args:
+            stats: the layer's statistics.
+            retention: `[B]` retention rate per sample.
+            prompt: vision positions and segments.
+            layer_idx: index of the decoder layer.
+
+        Returns:
+            `[B, H_kv, k]` long: per sample and KV head the kept vision positions, ascending and
+            unique, padded with -1 at the end. Sample `b` keeps `budget_per_sample(retention)[b]`.
+        """
