@@ -39,7 +39,11 @@ class Registry:
         if self.manager.is_registered(plugin):
             return
         self.manager.register(plugin, name=name)
-        self._check_unique()
+        try:
+            self._check_unique()
+        except ConfigError:
+            self.manager.unregister(plugin)
+            raise
 
     def unregister(self, plugin: Any) -> None:
         self.manager.unregister(plugin)

@@ -46,6 +46,7 @@ class LastTokenAttention(Collector):
 
     def collect(self, query, key, prompt: PromptInfo, layer_idx: int, scaling: float) -> LayerStats:
         probs = window_attention(query, key, prompt.key_valid, self.params.window, scaling)
-        scores = probs.mean(2)  # [B, H, L]
+        voters = prompt.key_valid[:, -probs.shape[2] :].sum(-1).clamp(min=1)  # padding does not vote
+        scores = probs.sum(2) / voters[:, None, None]  # [B, H, L]
         vision_mass = (scores * prompt.vision_mask[:, None, :]).sum(-1)  # [B, H]
         return LayerStats(scores=scores, vision_attention=vision_mass.mean(1))

@@ -1,0 +1,32 @@
+# Two entry points: `make demo` and `make test`. Each builds .venv on a fresh clone first.
+PYTHON ?= python3
+# The CPU build of torch 2.13 (on disk on the project's machines). On a GPU machine pass e.g.
+# `make test TORCH=torch==2.13.0 TORCH_INDEX=https://download.pytorch.org/whl/cu128`.
+TORCH ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint docs clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH)"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,docs]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/plphp demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check plphp tests benchmarks
+	$(BIN)/ruff format --check plphp tests benchmarks
+
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
+clean:
+	rm -rf $(VENV) site .pytest_cache .hypothesis
