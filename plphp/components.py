@@ -102,6 +102,7 @@ class Selector(Component):
             layer_idx: index of the decoder layer.
 
         Returns:
-            `[B, H_kv, k]` long: per sample and KV head the kept vision positions, ascending and
-            unique, padded with -1 at the end. Sample `b` keeps `budget_per_sample(retention)[b]`.
+            `[B, H_kv, k]` long: per sample and KV head the kept vision positions, ascending
+                and unique, padded with -1 at the end. Sample `b` keeps
+                `budget_per_sample(retention, prompt)[b]` in every head.
         """

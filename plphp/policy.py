@@ -246,7 +246,9 @@ def load_policy(spec: str | os.PathLike | Mapping[str, Any] | Policy = "plphp", 
         text = os.fspath(spec)
         if Path(text).suffix.lower() in (".yaml", ".yml", ".toml"):
             data = read_config_file(text)
-            data = data.get("policy", data) if isinstance(data.get("policy"), Mapping) else data
+            if "policy" in data:  # a run config: its `policy:` section, a mapping or a preset name
+                section = data["policy"]
+                data = {"preset": section} if isinstance(section, str) else section
         else:
             presets = get_registry().presets()
             if text not in presets:

@@ -36,23 +36,28 @@ class ModelAdapter:
 
     @classmethod
     def handles(cls, model: Any) -> bool:
+        """Whether `model`'s class (or a base class) is one of `architectures`."""
         return any(klass.__name__ in cls.architectures for klass in type(model).__mro__)
 
     # -- shapes of the language model ----------------------------------------------------------
     @property
     def num_layers(self) -> int:
+        """Decoder layers of the language model."""
         return self.text_config.num_hidden_layers
 
     @property
     def num_heads(self) -> int:
+        """Query heads per layer."""
         return self.text_config.num_attention_heads
 
     @property
     def num_kv_heads(self) -> int:
+        """Key/value heads per layer (fewer than query heads under GQA)."""
         return getattr(self.text_config, "num_key_value_heads", None) or self.num_heads
 
     @property
     def head_dim(self) -> int:
+        """Size of one head's key vector."""
         return getattr(self.text_config, "head_dim", None) or self.text_config.hidden_size // self.num_heads
 
     def prunable_layers(self) -> list[bool]:
@@ -62,6 +67,7 @@ class ModelAdapter:
 
     # -- vision tokens ---------------------------------------------------------------------------
     def vision_token_ids(self) -> list[int]:
+        """Token ids that stand for image or video features in `input_ids`."""
         ids = []
         for attribute in self.vision_token_attributes:
             value = getattr(self.config, attribute, None)

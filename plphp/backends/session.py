@@ -49,6 +49,13 @@ class _Prefill:
 class Session:
     """An active pruning session on one model. Use through `plphp.apply`.
 
+    Args:
+        model: the model to prune.
+        policy: the composed policy.
+        adapter: the model's adapter.
+        materialize: "prune" removes entries from the cache; "mask" keeps and masks them.
+        record_scores: keep each layer's token scores in the report.
+
     Attributes:
         report: the `PruningReport` of the latest prefill (None before the first).
         reports: all reports of this session, one per prefill.

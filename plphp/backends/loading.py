@@ -1,0 +1,101 @@
+"""Loading real models and building chat inputs, for `plphp run` and scripts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor, BatchFeature
+
+from plphp.errors import ConfigError
+from plphp.policy import Policy
+from plphp.report import PruningReport
+from plphp.runconfig import ModelSection, RunConfig
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' is cuda when present, else cpu; anything else must be a valid torch device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"model.device: {name!r} is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"model.device: {name!r} was asked for but no CUDA device is available; use 'auto' or 'cpu'")
+    return device
+
+
+def load_model(section: ModelSection) -> tuple[Any, Any]:
+    """Load a model and its processor from a hub id or a local directory.
+
+    Returns:
+        `(model, processor)`, the model in eval mode on the configured device.
+    """
+    device = resolve_device(section.device)
+    dtype = section.dtype if section.dtype == "auto" else getattr(torch, section.dtype)
+    try:
+        processor = AutoProcessor.from_pretrained(section.path)
+        model = AutoModelForImageTextToText.from_pretrained(
+            section.path, dtype=dtype, attn_implementation=section.attn_implementation
+        )
+    except OSError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"model.path: cannot load {section.path!r}: {first}") from None
+    return model.to(device).eval(), processor
+
+
+def chat_inputs(
+    processor: Any, samples: list[tuple[str, list[Image.Image]]], device: str | torch.device = "cpu"
+) -> BatchFeature:
+    """A left-padded batch of one-turn chat prompts, one image placeholder per image.
+
+    Args:
+        processor: a processor with a chat template.
+        samples: `(question, images)` per sample; samples may hold different numbers of images.
+        device: where the tensors go.
+    """
+    conversations = [
+        [{"role": "user", "content": [{"type": "image"} for _ in images] + [{"type": "text", "text": question}]}]
+        for question, images in samples
+    ]
+    texts = processor.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False)
+    images = [list(sample_images) for _, sample_images in samples]
+    kwargs: dict[str, Any] = {"text": texts, "padding": True, "padding_side": "left", "return_tensors": "pt"}
+    if any(images):
+        kwargs["images"] = images
+    return processor(**kwargs).to(device)
+
+
+def generate_with_policy(
+    model: Any, processor: Any, config: RunConfig, policy: Policy | None
+) -> tuple[str, PruningReport | None]:
+    """Generate the answer to `config.inputs` under `policy` (None: unpruned).
+
+    Returns:
+        The decoded answer and the session's report (None when unpruned).
+    """
+    from plphp.backends.session import apply
+
+    images = [Image.open(path).convert("RGB") for path in config.inputs.images]
+    inputs = chat_inputs(processor, [(config.inputs.prompt, images)], model.device)
+    generation = config.generation
+    kwargs = {
+        "max_new_tokens": generation.max_new_tokens,
+        "do_sample": generation.do_sample,
+        "num_beams": generation.num_beams,
+    }
+    if generation.do_sample:
+        kwargs.update(temperature=generation.temperature, top_p=generation.top_p)
+    torch.manual_seed(generation.seed)
+    report = None
+    with torch.inference_mode():
+        if policy is None:
+            output = model.generate(**inputs, **kwargs)
+        else:
+            with apply(model, policy) as session:
+                output = model.generate(**inputs, **kwargs)
+            report = session.report
+    answer = processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]
+    return answer.strip(), report

@@ -1,0 +1,110 @@
+"""The `plphp` command line: `policies`, `run`, `demo`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from plphp.errors import PlphpError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Prune the vision-token KV cache of vision-language models (PLPHP and other policies).",
+)
+console = Console()
+
+
+def _describe_field(field: Any) -> tuple[str, str]:
+    """(default, allowed) of a pydantic field, for the tables."""
+    default = "required" if field.is_required() else repr(field.default)
+    bounds = []
+    for item in field.metadata:
+        for attribute, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            value = getattr(item, attribute, None)
+            if value is not None:
+                bounds.append(f"{symbol} {value}")
+    annotation = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
+    return default, f"{annotation} {', '.join(bounds)}".strip()
+
+
+@app.command()
+def policies() -> None:
+    """List the registered components and presets with their parameters."""
+    from plphp.registry import KINDS, get_registry
+
+    registry = get_registry()
+    table = Table(title="components", show_lines=True)
+    for column in ("kind", "name", "what it does", "parameter", "default", "allowed", "meaning"):
+        table.add_column(column)
+    for kind in KINDS:
+        for name, cls in sorted(registry.components(kind).items()):
+            fields = list(cls.Params.model_fields.items()) or [("", None)]
+            for index, (param, field) in enumerate(fields):
+                default, allowed = _describe_field(field) if field is not None else ("", "")
+                head = (kind, name, cls.summary()) if index == 0 else ("", "", "")
+                table.add_row(*head, param, default, allowed, (field.description or "") if field else "")
+    console.print(table)
+    presets = Table(title="presets")
+    for column in ("preset", "description", "config"):
+        presets.add_column(column)
+    for name, preset in sorted(registry.presets().items()):
+        presets.add_row(name, preset.description, json.dumps(dict(preset.config)))
+    console.print(presets)
+    adapters = ", ".join(sorted({a for adapter in registry.adapters() for a in adapter.architectures}))
+    console.print(f"[bold]model architectures:[/bold] {adapters}")
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Option("--config", "-c", help="YAML or TOML run config")],
+    baseline: Annotated[bool, typer.Option(help="also generate without pruning and show both answers")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the answer and report here")] = None,
+) -> None:
+    """Generate from a config file (model, inputs, generation, policy) and print the answer and report."""
+    from plphp.backends.loading import generate_with_policy, load_model
+    from plphp.policy import load_policy
+    from plphp.runconfig import load_run_config
+
+    try:
+        run_config, _ = load_run_config(config)
+        policy = load_policy(run_config.policy)
+        with console.status(f"loading {run_config.model.path}"):
+            model, processor = load_model(run_config.model)
+        answers = {}
+        if baseline:
+            answers["unpruned"], _ = generate_with_policy(model, processor, run_config, None)
+        answers[policy.name], report = generate_with_policy(model, processor, run_config, policy)
+    except PlphpError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    for name, answer in answers.items():
+        console.print(f"[bold]{name}:[/bold] {answer}")
+    console.print(report.table())
+    if json_out is not None:
+        json_out.write_text(json.dumps({"answers": answers, "report": report.to_dict()}, indent=2))
+
+
+@app.command()
+def demo(
+    arch: Annotated[str, typer.Option(help="tiny architecture to build")] = "llava_onevision",
+    policy: Annotated[str, typer.Option(help="preset or policy file")] = "plphp",
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 24,
+) -> None:
+    """Prune a small model built by the project (random weights, no downloads) and print the report."""
+    from plphp.demo import run_demo
+
+    try:
+        run_demo(console, arch=arch, policy=policy, max_new_tokens=max_new_tokens)
+    except PlphpError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def main() -> None:
+    app()
