@@ -1,0 +1,3 @@
+from plphp.cli import main
+
+main()
