@@ -1,10 +1,10 @@
 """plphp: per-layer per-head vision-token pruning for vision-language models, and a registry of policies.
 
-    import plphp
-    policy = plphp.load_policy("plphp")
-    with plphp.apply(model, policy) as session:
-        out = model.generate(**inputs, max_new_tokens=64)
-    print(session.report.summary())
+import plphp
+policy = plphp.load_policy("plphp")
+with plphp.apply(model, policy) as session:
+    out = model.generate(**inputs, max_new_tokens=64)
+print(session.report.summary())
 """
 
 from __future__ import annotations

@@ -90,9 +90,7 @@ class Selector(Component):
     per_head: ClassVar[bool] = True
 
     @abstractmethod
-    def select(
-        self, stats: LayerStats, retention: torch.Tensor, prompt: PromptInfo, layer_idx: int
-    ) -> torch.Tensor:
+    def select(self, stats: LayerStats, retention: torch.Tensor, prompt: PromptInfo, layer_idx: int) -> torch.Tensor:
         """Choose the kept vision tokens.
 
         Args:

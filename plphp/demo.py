@@ -44,7 +44,9 @@ def run_demo(console: Console, arch: str = "llava_onevision", policy: str = "plp
     for index, (question, _) in enumerate(samples):
         console.print(f"\n[bold]Q{index + 1}:[/bold] {question}")
         console.print(f"  unpruned: {processor.decode(plain[index, prompt_length:], skip_special_tokens=True)}")
-        console.print(f"  {resolved.name:>8}: {processor.decode(pruned[index, prompt_length:], skip_special_tokens=True)}")
+        console.print(
+            f"  {resolved.name:>8}: {processor.decode(pruned[index, prompt_length:], skip_special_tokens=True)}"
+        )
     report = session.report
     console.print()
     console.print(report.table())

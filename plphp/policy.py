@@ -59,9 +59,7 @@ class PolicyConfig(BaseModel):
     @model_validator(mode="after")
     def _check_range(self) -> PolicyConfig:
         if self.end_layer is not None and self.end_layer <= self.start_layer:
-            raise ValueError(
-                f"end_layer ({self.end_layer}) must be greater than start_layer ({self.start_layer})"
-            )
+            raise ValueError(f"end_layer ({self.end_layer}) must be greater than start_layer ({self.start_layer})")
         for kind in ("collector", "allocator", "selector"):
             spec = getattr(self, kind)
             if not isinstance(spec.get("name"), str):

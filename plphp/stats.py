@@ -126,9 +126,7 @@ def pad_keep_indices(rows: list[list[torch.Tensor]], device: torch.device | str)
     return out
 
 
-def check_keep_indices(
-    keep: torch.Tensor, prompt: PromptInfo, expected: list[int] | None, who: str
-) -> None:
+def check_keep_indices(keep: torch.Tensor, prompt: PromptInfo, expected: list[int] | None, who: str) -> None:
     """Check a selector's output against the contract, raising `PolicyContractError` with what is wrong.
 
     The contract: `[B, H_kv, k]` long; per (sample, head) the valid entries come first, ascending and

@@ -105,9 +105,7 @@ class PrunableLayer(DynamicLayer):
 
     def crop(self, tokens_to_remove: int) -> None:
         if tokens_to_remove > 0:
-            raise ValueError(
-                f"crop takes a negative number of tokens to remove, got {tokens_to_remove}"
-            )
+            raise ValueError(f"crop takes a negative number of tokens to remove, got {tokens_to_remove}")
         if tokens_to_remove == 0 or self._key_buffer is None:
             return
         count = -tokens_to_remove

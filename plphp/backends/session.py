@@ -222,8 +222,18 @@ class Session:
             if not prune:
                 kept = torch.tensor(num_vision, device=rates.device)[:, None].expand(-1, prompt.num_kv_heads)
                 report.layers.append(
-                    LayerReport(idx, False, rates, num_vision, kept, None, stats[idx].vision_attention, before, before,
-                                layer.keys.shape[-2] if layer.keys is not None else 0)
+                    LayerReport(
+                        idx,
+                        False,
+                        rates,
+                        num_vision,
+                        kept,
+                        None,
+                        stats[idx].vision_attention,
+                        before,
+                        before,
+                        layer.keys.shape[-2] if layer.keys is not None else 0,
+                    )
                 )
                 continue
             keep = self.policy.selector.select(stats[idx], rates, prompt, idx)
@@ -263,9 +273,7 @@ class Session:
         prefill = self._prefill
         if prefill is not None:
             if query.shape[2] == key.shape[2]:
-                prefill.stats[layer_idx] = self.policy.collector.collect(
-                    query, key, prefill.prompt, layer_idx, scaling
-                )
+                prefill.stats[layer_idx] = self.policy.collector.collect(query, key, prefill.prompt, layer_idx, scaling)
             return base(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
         layer = self._layer(layer_idx)
         if layer is None or key.shape[-2] != layer.length:

@@ -3,13 +3,20 @@
 Everything here is built offline from configs: no weights, tokenizers or processors are
 downloaded. Each model is a real transformers class (LLaVA, LLaVA-NeXT, LLaVA-OneVision,
 Qwen2-VL, Qwen2.5-VL) with a few decoder layers, grouped-query attention (4 query heads, 2 KV
-heads, head_dim 16), a one- or two-layer vision tower and a vocabulary of a few hundred tokens.
+heads, head_dim 16), a two-layer vision tower and a vocabulary of a few hundred tokens.
 The processors are the architectures' own processors around a small byte-level BPE tokenizer
 trained in code on a built-in corpus, with a chat template.
 
 They are meant for tests, demos and benchmarks of vision-token pruning: their outputs are
 meaningless, but their shapes, caches, position ids and vision-token layouts are those of the
-real models, and they generate fast on a CPU.
+real models, and they generate fast on a CPU. The language model's weights are drawn with a
+larger standard deviation (0.2) than transformers' default so that attention is not uniform and
+greedy decoding is not stuck on one token.
+
+Vision tokens per image (64x64 / 128x96 / 96x128 pixels, width x height, one image in the sample):
+LLaVA 36 / 36 / 36 (fixed 48x48 crop), LLaVA-NeXT and LLaVA-OneVision 88 / 70 / 72 (any-res
+tiling over 32x32 tiles; in a OneVision sample with several images every image has 17), Qwen2-VL
+and Qwen2.5-VL 16 / 48 / 48 (one token per 16x16 pixels, between 4 and 100).
 
 Example:
     >>> from plphp.backends import tiny
@@ -26,15 +33,20 @@ Note:
     image processing, placeholder expansion and tokenization are the real classes' code. The
     subclasses are registered with ``AutoProcessor`` when this module is imported, so
     ``AutoProcessor.from_pretrained`` loads a directory written by :func:`save_tiny` in any
-    process that has imported ``plphp.backends.tiny``.
+    process that has imported ``plphp.backends.tiny``. The saved ``processor_config.json`` also
+    has an ``auto_map`` to a one-line module re-exporting the class, so that a process that never
+    imported plphp is asked for ``trust_remote_code=True`` (and then loads it) instead of silently
+    getting the tokenizer alone, which is what transformers returns when it cannot find the class.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 from collections import Counter
 from functools import lru_cache
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -45,8 +57,8 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
     AutoModelForImageTextToText,
     AutoProcessor,
-    BatchFeature,
     CLIPVisionConfig,
+    GenerationConfig,
     LlamaConfig,
     LlavaConfig,
     LlavaImageProcessorPil,
@@ -66,6 +78,8 @@ from transformers import (
     Qwen2VLProcessor,
     SiglipVisionConfig,
 )
+
+from plphp.backends.loading import chat_inputs
 
 __all__ = [
     "ARCHITECTURES",
@@ -88,7 +102,8 @@ _QWEN_FAMILY = ("qwen2_vl", "qwen2_5_vl")
 # LLaVA: one 48x48 crop, 8x8 patches -> 36 vision tokens per image (CLS dropped).
 _LLAVA_IMAGE_SIZE = 48
 # LLaVA-NeXT / OneVision: 32x32 tiles of 8x8 patches (4x4 = 16 features per tile); any-res grids
-# of up to 2x2 tiles, so an image has between 16 + 16 + 4 and 16 + 64 + 8 = 88 vision tokens.
+# of up to 2x2 tiles, so an image has at most 16 (base tile) + 64 (grid) + 8 (row newlines) = 88
+# vision tokens.
 _TILE_SIZE = 32
 _PATCH_SIZE = 8
 _GRID_PINPOINTS = [[32, 32], [32, 64], [64, 32], [64, 64]]
@@ -213,7 +228,7 @@ def _train_bpe_merges(corpus: str, num_merges: int) -> list[tuple[str, str]]:
         pairs: Counter[tuple[str, str]] = Counter()
         for word, freq in words.items():
             symbols = splits[word]
-            for pair in zip(symbols, symbols[1:]):
+            for pair in pairwise(symbols):
                 pairs[pair] += freq
         if not pairs:
             break
@@ -316,7 +331,8 @@ class TinyLlavaOnevisionProcessor(LlavaOnevisionProcessor):
         )
 
 
-for _cls in (TinyQwen2VLProcessor, TinyQwen2_5_VLProcessor, TinyLlavaOnevisionProcessor):
+_TINY_PROCESSORS = (TinyQwen2VLProcessor, TinyQwen2_5_VLProcessor, TinyLlavaOnevisionProcessor)
+for _cls in _TINY_PROCESSORS:
     # Registered under a private key (not a config class), so that AutoProcessor finds the class
     # by the name saved in processor_config.json without changing what real checkpoints load.
     AutoProcessor.register(f"plphp_tiny_{_cls.__name__}", _cls, exist_ok=True)
@@ -424,6 +440,12 @@ def _token_ids(arch: str) -> dict[str, int]:
     return out
 
 
+def _mrope_section(head_dim: int) -> list[int]:
+    """Splits the rotary half-dimension into temporal / height / width sections like Qwen2-VL (1:1.5:1.5)."""
+    spatial = (head_dim // 2) * 3 // 8
+    return [head_dim // 2 - 2 * spatial, spatial, spatial]
+
+
 def build_tiny_config(
     arch: str,
     *,
@@ -438,21 +460,38 @@ def build_tiny_config(
     Args:
         arch: One of :data:`ARCHITECTURES`.
         num_layers: Decoder layers of the language model.
-        hidden_size: Hidden size of the language model (head_dim is `hidden_size // num_heads`).
+        hidden_size: Hidden size of the language model; head_dim is `hidden_size // num_heads`.
         num_heads: Query heads per decoder layer.
         num_kv_heads: Key/value heads per decoder layer (grouped-query attention).
-        **overrides: Attributes set on the returned config (top level); keys of the form
-            `text_config__name` / `vision_config__name` are set on the sub-configs.
+        **overrides: Extra config arguments. A plain name goes to the top-level config
+            (e.g. `vision_feature_layer=-1`); `text_config__name` and `vision_config__name` go to
+            the language model's and the vision tower's configs (e.g.
+            `text_config__initializer_range=0.02`). Overrides of the image geometry (patch or
+            image size) are not mirrored in :func:`build_tiny_processor`.
 
     Returns:
-        The architecture's config class, with token ids matching :func:`build_tiny_processor`.
+        The architecture's config, with token ids matching :func:`build_tiny_processor`.
+
+    Raises:
+        ValueError: For an unknown `arch` or heads that do not divide `hidden_size`.
     """
     _check_arch(arch)
     if hidden_size % num_heads or num_heads % num_kv_heads:
         raise ValueError("hidden_size must be divisible by num_heads, and num_heads by num_kv_heads")
+    text_over: dict[str, Any] = {}
+    vision_over: dict[str, Any] = {}
+    top_over: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key.startswith("text_config__"):
+            text_over[key.removeprefix("text_config__")] = value
+        elif key.startswith("vision_config__"):
+            vision_over[key.removeprefix("vision_config__")] = value
+        else:
+            top_over[key] = value
+
     ids = _token_ids(arch)
     head_dim = hidden_size // num_heads
-    text = {
+    text: dict[str, Any] = {
         "vocab_size": ids["vocab_size"],
         "hidden_size": hidden_size,
         "intermediate_size": 2 * hidden_size,
@@ -466,7 +505,8 @@ def build_tiny_config(
         "pad_token_id": ids["pad_token_id"],
         "tie_word_embeddings": False,
     }
-    vision = {
+    # CLIP / SigLIP towers: 2 layers, hidden 32, 8x8 patches.
+    vision: dict[str, Any] = {
         "hidden_size": 32,
         "intermediate_size": 64,
         "num_hidden_layers": 2,
@@ -474,89 +514,83 @@ def build_tiny_config(
         "patch_size": _PATCH_SIZE,
     }
     if arch == "llava":
-        config = LlavaConfig(
-            text_config=LlamaConfig(**text, head_dim=head_dim),
-            vision_config=CLIPVisionConfig(**vision, image_size=_LLAVA_IMAGE_SIZE, projection_dim=32),
-            image_token_index=ids["image_token_id"],
-            image_seq_length=(_LLAVA_IMAGE_SIZE // _PATCH_SIZE) ** 2,
-            vision_feature_select_strategy="default",
-            vision_feature_layer=-2,
-        )
-    elif arch == "llava_next":
-        config = LlavaNextConfig(
-            text_config=LlamaConfig(**text, head_dim=head_dim),
-            vision_config=CLIPVisionConfig(**vision, image_size=_TILE_SIZE, projection_dim=32),
-            image_token_index=ids["image_token_id"],
-            image_grid_pinpoints=_GRID_PINPOINTS,
-            image_seq_length=(_TILE_SIZE // _PATCH_SIZE) ** 2,
-            vision_feature_select_strategy="default",
-            vision_feature_layer=-2,
-        )
-    elif arch == "llava_onevision":
-        config = LlavaOnevisionConfig(
-            text_config=Qwen2Config(**text),
-            vision_config=SiglipVisionConfig(**vision, image_size=_TILE_SIZE),
-            image_token_index=ids["image_token_id"],
-            video_token_index=ids["video_token_id"],
-            image_grid_pinpoints=_GRID_PINPOINTS,
-            vision_feature_select_strategy="full",
-            vision_feature_layer=-1,
-            vision_aspect_ratio="anyres_max_9",
-        )
-    else:
-        # M-RoPE splits the rotary half-dimension into temporal / height / width sections.
-        half = head_dim // 2
-        mrope = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
-        text |= {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope}}
-        token_ids = {k: ids[k] for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")}
-        if arch == "qwen2_vl":
-            config = Qwen2VLConfig(
-                text_config=text,
-                vision_config={
-                    "depth": 2,
-                    "embed_dim": 32,
-                    "hidden_size": hidden_size,
-                    "mlp_ratio": 2,
-                    "num_heads": 2,
-                    "patch_size": _PATCH_SIZE,
-                    "spatial_merge_size": 2,
-                    "temporal_patch_size": 2,
-                },
-                **token_ids,
-            )
-        else:
-            config = Qwen2_5_VLConfig(
-                text_config=text,
-                vision_config={
-                    "depth": 2,
-                    "hidden_size": 32,
-                    "intermediate_size": 64,
-                    "out_hidden_size": hidden_size,
-                    "num_heads": 2,
-                    "patch_size": _PATCH_SIZE,
-                    "spatial_merge_size": 2,
-                    "temporal_patch_size": 2,
-                    "window_size": 4 * _PATCH_SIZE,  # 2x2 merged tokens per attention window
-                    "fullatt_block_indexes": [1],
-                },
-                **token_ids,
-            )
-    for key, value in overrides.items():
-        target = config
-        if "__" in key:
-            sub, key = key.split("__", 1)
-            target = getattr(config, sub)
-        setattr(target, key, value)
-    return config
+        kwargs: dict[str, Any] = {
+            "text_config": LlamaConfig(**(text | {"head_dim": head_dim} | text_over)),
+            "vision_config": CLIPVisionConfig(
+                **(vision | {"image_size": _LLAVA_IMAGE_SIZE, "projection_dim": 32} | vision_over)
+            ),
+            "image_token_index": ids["image_token_id"],
+            "image_seq_length": (_LLAVA_IMAGE_SIZE // _PATCH_SIZE) ** 2,
+            "vision_feature_select_strategy": "default",
+            "vision_feature_layer": -2,
+        }
+        return LlavaConfig(**(kwargs | top_over))
+    if arch == "llava_next":
+        kwargs = {
+            "text_config": LlamaConfig(**(text | {"head_dim": head_dim} | text_over)),
+            "vision_config": CLIPVisionConfig(
+                **(vision | {"image_size": _TILE_SIZE, "projection_dim": 32} | vision_over)
+            ),
+            "image_token_index": ids["image_token_id"],
+            "image_grid_pinpoints": _GRID_PINPOINTS,
+            "image_seq_length": (_TILE_SIZE // _PATCH_SIZE) ** 2,
+            "vision_feature_select_strategy": "default",
+            "vision_feature_layer": -2,
+        }
+        return LlavaNextConfig(**(kwargs | top_over))
+    if arch == "llava_onevision":
+        kwargs = {
+            "text_config": Qwen2Config(**(text | text_over)),
+            "vision_config": SiglipVisionConfig(**(vision | {"image_size": _TILE_SIZE} | vision_over)),
+            "image_token_index": ids["image_token_id"],
+            "video_token_index": ids["video_token_id"],
+            "image_grid_pinpoints": _GRID_PINPOINTS,
+            "vision_feature_select_strategy": "full",
+            "vision_feature_layer": -1,
+            "vision_aspect_ratio": "anyres_max_9",
+        }
+        return LlavaOnevisionConfig(**(kwargs | top_over))
+
+    text["rope_parameters"] = {
+        "rope_type": "default",
+        "rope_theta": 10000.0,
+        "mrope_section": _mrope_section(head_dim),
+    }
+    kwargs = {
+        "text_config": text | text_over,
+        "image_token_id": ids["image_token_id"],
+        "video_token_id": ids["video_token_id"],
+        "vision_start_token_id": ids["vision_start_token_id"],
+        "vision_end_token_id": ids["vision_end_token_id"],
+    }
+    # Qwen towers: 2 blocks, width 32, 8x8 patches merged 2x2 into one token of `hidden_size`.
+    qwen_vision = {
+        "depth": 2,
+        "num_heads": 2,
+        "patch_size": _PATCH_SIZE,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+    }
+    if arch == "qwen2_vl":
+        qwen_vision |= {"embed_dim": 32, "mlp_ratio": 2, "hidden_size": hidden_size}
+        return Qwen2VLConfig(**(kwargs | {"vision_config": qwen_vision | vision_over} | top_over))
+    qwen_vision |= {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "out_hidden_size": hidden_size,
+        # 32-pixel windows = 2x2 merged tokens; block 0 attends within windows, block 1 globally.
+        "window_size": 4 * _PATCH_SIZE,
+        "fullatt_block_indexes": [1],
+    }
+    return Qwen2_5_VLConfig(**(kwargs | {"vision_config": qwen_vision | vision_over} | top_over))
 
 
-def _generation_defaults(model: transformers.PreTrainedModel, arch: str) -> None:
+def _generation_config(arch: str) -> GenerationConfig:
     ids = _token_ids(arch)
-    gen = model.generation_config
-    gen.bos_token_id = ids["bos_token_id"]
-    gen.eos_token_id = ids["eos_token_id"]
-    gen.pad_token_id = ids["pad_token_id"]
-    gen.do_sample = False
+    eos: int | list[int] = ids["eos_token_id"]
+    if arch in _QWEN_FAMILY or arch == "llava_onevision":
+        eos = [ids["eos_token_id"], ids["pad_token_id"]]  # <|im_end|>, <|endoftext|> as Qwen does
+    return GenerationConfig(bos_token_id=ids["bos_token_id"], eos_token_id=eos, pad_token_id=ids["pad_token_id"])
 
 
 def build_tiny_model(
@@ -589,7 +623,7 @@ def build_tiny_model(
         model = AutoModelForImageTextToText.from_config(
             config, attn_implementation=attn_implementation, dtype=torch.float32
         )
-    _generation_defaults(model, arch)
+    model.generation_config = _generation_config(arch)
     return model.to(device=device, dtype=dtype).eval()
 
 
@@ -602,14 +636,39 @@ def save_tiny(arch: str, path: str | os.PathLike, *, seed: int = 0) -> pathlib.P
         seed: Seed of the weights.
 
     Returns:
-        The directory, loadable with `AutoProcessor.from_pretrained` and
-        `AutoModelForImageTextToText.from_pretrained`.
+        The directory, loadable with `AutoModelForImageTextToText.from_pretrained` and
+        `AutoProcessor.from_pretrained`. For LLaVA-OneVision and the Qwen models the processor
+        class is plphp's (see the module's note): import `plphp.backends.tiny` before loading,
+        or pass `trust_remote_code=True`.
     """
     path = pathlib.Path(path)
     path.mkdir(parents=True, exist_ok=True)
     build_tiny_model(arch, seed=seed).save_pretrained(path)
-    build_tiny_processor(arch).save_pretrained(path)
+    processor = build_tiny_processor(arch)
+    processor.save_pretrained(path)
+    if isinstance(processor, _TINY_PROCESSORS):
+        _write_processor_auto_map(path, type(processor).__name__)
     return path
+
+
+_AUTO_MAP_MODULE = "processing_plphp_tiny"
+
+
+def _write_processor_auto_map(path: pathlib.Path, class_name: str) -> None:
+    """Points `AutoProcessor` at plphp's processor class, for processes that never imported it.
+
+    Without this, `AutoProcessor.from_pretrained` in such a process silently returns the
+    tokenizer alone; with it, it asks for `trust_remote_code=True` and then imports the class
+    from plphp (the written module only re-exports it).
+    """
+    (path / f"{_AUTO_MAP_MODULE}.py").write_text(
+        '"""Processor of a plphp tiny model: re-exported from plphp.backends.tiny."""\n\n'
+        f"from plphp.backends.tiny import {class_name}\n\n__all__ = [{class_name!r}]\n"
+    )
+    config_file = path / "processor_config.json"
+    config = json.loads(config_file.read_text())
+    config["auto_map"] = {"AutoProcessor": f"{_AUTO_MAP_MODULE}.{class_name}"}
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 # -- inputs ---------------------------------------------------------------------------------------
@@ -634,33 +693,5 @@ def make_image(width: int, height: int, seed: int = 0) -> Image.Image:
     return image
 
 
-def make_inputs(
-    processor: transformers.ProcessorMixin,
-    samples: list[tuple[str, list[Image.Image]]],
-    *,
-    device: str | torch.device = "cpu",
-) -> BatchFeature:
-    """Builds a left-padded batch of chat prompts with images.
-
-    Each sample is one user turn: one image placeholder per image, then the question, followed
-    by the generation prompt. Samples may hold different numbers of images (zero included) of
-    different sizes.
-
-    Args:
-        processor: A processor with a chat template, e.g. from :func:`build_tiny_processor`.
-        samples: `(question, images)` per sample.
-        device: Device of the returned tensors.
-
-    Returns:
-        The processor's output (`input_ids`, `attention_mask`, `pixel_values`, ...) as tensors.
-    """
-    conversations = [
-        [{"role": "user", "content": [{"type": "image"} for _ in images] + [{"type": "text", "text": question}]}]
-        for question, images in samples
-    ]
-    texts = processor.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False)
-    images = [list(imgs) for _, imgs in samples]
-    kwargs: dict[str, Any] = {"text": texts, "padding": True, "padding_side": "left", "return_tensors": "pt"}
-    if any(images):
-        kwargs["images"] = images
-    return processor(**kwargs).to(device)
+# Chat inputs are built the same way for tiny and real models.
+make_inputs = chat_inputs

@@ -47,7 +47,5 @@ class HeadTopK(Selector):
 
     def select(self, stats, retention, prompt, layer_idx) -> torch.Tensor:
         scores = reduce_heads(stats.scores, prompt.num_kv_heads, self.params.gqa_reduce)
-        rows = [
-            segment_topk(scores[b], prompt.segments(b), float(retention[b])) for b in range(prompt.batch_size)
-        ]
+        rows = [segment_topk(scores[b], prompt.segments(b), float(retention[b])) for b in range(prompt.batch_size)]
         return pad_keep_indices(rows, scores.device)

@@ -29,7 +29,11 @@ class RandomSelector(Selector):
             heads = []
             for _ in range(prompt.num_kv_heads):
                 picked = [
-                    segment[torch.randperm(len(segment), generator=generator)[: kept_count(float(retention[b]), len(segment))].to(segment.device)]
+                    segment[
+                        torch.randperm(len(segment), generator=generator)[
+                            : kept_count(float(retention[b]), len(segment))
+                        ].to(segment.device)
+                    ]
                     for segment in prompt.segments(b)
                 ]
                 heads.append(torch.cat(picked) if picked else torch.empty(0, dtype=torch.long))

@@ -90,7 +90,11 @@ def test_full_is_bit_identical_to_plain_generate(bundle, inputs_name, decoding, 
     assert not any(layer.pruned for layer in report.layers)
 
 
-@pytest.mark.parametrize("policy", ["plphp", "random", {"preset": "plphp", "start_layer": 0, "allocator": {"retention": 0.2, "delta": 0.2}}], ids=["plphp", "random", "plphp-all-layers"])
+@pytest.mark.parametrize(
+    "policy",
+    ["plphp", "random", {"preset": "plphp", "start_layer": 0, "allocator": {"retention": 0.2, "delta": 0.2}}],
+    ids=["plphp", "random", "plphp-all-layers"],
+)
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("decoding", list(DECODING))
 @pytest.mark.parametrize("inputs_name", ["batch1", "batch3"])

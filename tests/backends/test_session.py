@@ -58,12 +58,25 @@ def test_nested_sessions_are_refused(qwen):
 def test_unsupported_models_name_the_supported_architectures():
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    model = Qwen2ForCausalLM(Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, vocab_size=64))
+    model = Qwen2ForCausalLM(
+        Qwen2Config(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            vocab_size=64,
+        )
+    )
     with pytest.raises(UnsupportedModelError) as info:
         plphp.apply(model, "plphp")
     message = str(info.value)
     assert "Qwen2ForCausalLM" in message
-    for name in ("LlavaForConditionalGeneration", "LlavaOnevisionForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration"):
+    for name in (
+        "LlavaForConditionalGeneration",
+        "LlavaOnevisionForConditionalGeneration",
+        "Qwen2_5_VLForConditionalGeneration",
+    ):
         assert name in message
 
 
@@ -115,9 +128,9 @@ def test_mask_mode_keeps_every_entry(qwen):
 def test_policy_overrides_pass_through_apply(qwen):
     model, processor = qwen
     inputs = chat_inputs(processor, [("what is this", [make_image(96, 64)])])
-    with plphp.apply(model, "plphp", start_layer=0, allocator={"name": "uniform", "retention": 0.25}) as session:
-        with torch.inference_mode():
-            model(**inputs, use_cache=True)
+    overrides = {"start_layer": 0, "allocator": {"name": "uniform", "retention": 0.25}}
+    with plphp.apply(model, "plphp", **overrides) as session, torch.inference_mode():
+        model(**inputs, use_cache=True)
     assert all(layer.pruned for layer in session.report.layers)
     num_vision = session.report.num_vision[0]
     assert all(layer.budget == [-(-num_vision // 4)] for layer in session.report.layers)

@@ -30,5 +30,9 @@ def plphp_selectors():
 
 @plphp.hookimpl
 def plphp_presets():
-    return [plphp.Preset(name="every-other", config={"allocator": {"name": "uniform", "retention": 0.5},
-                                                      "selector": {"name": "every_other"}})]
+    return [
+        plphp.Preset(
+            name="every-other",
+            config={"allocator": {"name": "uniform", "retention": 0.5}, "selector": {"name": "every_other"}},
+        )
+    ]

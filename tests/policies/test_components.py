@@ -99,7 +99,13 @@ def test_uniform_fills_every_layer_and_sample():
     assert torch.equal(Uniform(retention=0.25).allocate([], prompt), torch.full((2, 1), 0.25))
 
 
-@given(st.integers(1, 3), st.sampled_from([(2, 1), (4, 2), (4, 4)]), st.integers(1, 12), st.integers(1, 4), st.integers(0, 99))
+@given(
+    st.integers(1, 3),
+    st.sampled_from([(2, 1), (4, 2), (4, 4)]),
+    st.integers(1, 12),
+    st.integers(1, 4),
+    st.integers(0, 99),
+)
 def test_window_attention_matches_the_naive_softmax(batch, heads, length, window, seed):
     num_heads, num_kv = heads
     generator = torch.Generator().manual_seed(seed)

@@ -1,0 +1,120 @@
+"""The command line, run the way a user runs it (subprocesses on files on disk)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from plphp.backends.tiny import make_image, save_tiny
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def plphp_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "plphp", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+    )
+
+
+def test_policies_lists_components_presets_parameters_and_ranges():
+    result = plphp_cli("policies")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for expected in (
+        "last_token",
+        "vision_tiers",
+        "head_topk",
+        "uniform",
+        "random",
+        "plphp",
+        "full",
+        "alpha",
+        ">= 0.0",
+        "<= 1.0",
+        "gqa_reduce",
+        "Qwen2VLForConditionalGeneration",
+    ):
+        assert expected in out, expected
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_tiny("llava_onevision", tmp_path_factory.mktemp("models") / "tiny-onevision")
+
+
+def _write_config(folder: Path, model_dir: Path, extra: str = "") -> Path:
+    make_image(96, 64, seed=1).save(folder / "first.png")
+    make_image(64, 96, seed=2).save(folder / "second.png")
+    config = folder / "run.yaml"
+    config.write_text(
+        f"model:\n  path: {model_dir}\n  dtype: float32\n  device: cpu\n"
+        "inputs:\n  prompt: compare the two pictures\n  images: [first.png, second.png]\n"
+        "generation:\n  max_new_tokens: 8\n"
+        "policy:\n  preset: plphp\n  start_layer: 1\n" + extra
+    )
+    return config
+
+
+def test_run_generates_from_a_saved_model_with_png_images_and_a_yaml_config(tmp_path, model_dir):
+    config = _write_config(tmp_path, model_dir)
+    result = plphp_cli("run", "--config", str(config), "--baseline", "--json", str(tmp_path / "out.json"))
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "unpruned:" in result.stdout and "plphp:" in result.stdout
+    assert "vision KV removed" in result.stdout
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert set(data["answers"]) == {"unpruned", "plphp"}
+    report = data["report"]
+    assert report["kv_bytes_after"] < report["kv_bytes_before"]
+    assert len(report["num_vision"]) == 1 and report["num_vision"][0] > 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("  allocater: {retention: 0.2}\n", "policy.allocater: unknown field"),
+        ("  allocator: {retention: 2}\n", "policy.allocator.retention"),
+    ],
+)
+def test_run_reports_bad_configs_in_one_line(tmp_path, model_dir, extra, message):
+    config = _write_config(tmp_path, model_dir, extra)
+    result = plphp_cli("run", "--config", str(config))
+    assert result.returncode == 2
+    assert message in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_run_names_missing_images_and_fields(tmp_path, model_dir):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model:\n  path: {model_dir}\ninputs:\n  prompt: hi\n  images: [nowhere.png]\n")
+    result = plphp_cli("run", "--config", str(config))
+    assert result.returncode == 2 and "inputs.images.0: file 'nowhere.png' not found" in result.stdout
+    config.write_text("inputs:\n  prompt: hi\n")
+    result = plphp_cli("run", "--config", str(config))
+    assert result.returncode == 2 and "model: Field required" in result.stdout
+
+
+def test_demo_prints_a_report_with_the_bytes_saved():
+    result = plphp_cli("demo", "--max-new-tokens", "4")
+    assert result.returncode == 0, result.stderr
+    assert "plphp report" in result.stdout and "bytes" in result.stdout and "vision KV removed" in result.stdout
+
+
+def test_docs_build_strict(tmp_path):
+    mkdocs = Path(sys.executable).parent / "mkdocs"
+    result = subprocess.run(
+        [str(mkdocs), "build", "--strict", "-d", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
