@@ -1,8 +1,9 @@
 # Two entry points: `make demo` and `make test`. Each builds .venv on a fresh clone first.
 PYTHON ?= python3
-# The CPU build of torch 2.13 (on disk on the project's machines). On a GPU machine pass e.g.
-# `make test TORCH=torch==2.13.0 TORCH_INDEX=https://download.pytorch.org/whl/cu128`.
+# The CPU build of torch 2.13 (on disk on the project's machines). On a GPU machine name the
+# CUDA wheel index: `make test TORCH_INDEX=<index url>`.
 TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
@@ -11,7 +12,7 @@ STAMP := $(VENV)/.installed-stamp
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH)"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,docs]"
 	touch $(STAMP)
 
