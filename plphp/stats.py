@@ -6,7 +6,7 @@ Shapes use `B` (batch), `H` (query heads), `H_kv` (key/value heads), `L` (prompt
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -35,6 +35,17 @@ class PromptInfo:
     num_heads: int
     num_kv_heads: int
     head_dim: int
+
+    def to(self, device: torch.device | str) -> PromptInfo:
+        """The same prompt with its tensors on `device` (layers may live on different devices)."""
+        if self.vision_mask.device == torch.device(device):
+            return self
+        return replace(
+            self,
+            vision_mask=self.vision_mask.to(device),
+            segment_ids=self.segment_ids.to(device),
+            key_valid=self.key_valid.to(device),
+        )
 
     @property
     def batch_size(self) -> int:

@@ -67,8 +67,9 @@ def takes_dense_mask(name: str) -> bool:
 
 def register(name: str, attention: AttentionFn, base_name: str) -> None:
     """Register `attention` under `name`, with the mask factory of `base_name` (else masks vanish)."""
+    mask_name = base_name if base_name in ALL_MASK_ATTENTION_FUNCTIONS else "sdpa"
     AttentionInterface.register(name, attention)
-    AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base_name])
+    AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[mask_name])
 
 
 def unregister(name: str) -> None:

@@ -104,7 +104,7 @@ class Session:
         self._original_impl = text_config._attn_implementation
         self._base_name = original
         self._base = attn.base_attention(original)
-        attn.register(self._name, self._attention, original if original in ("sdpa", "eager") else "sdpa")
+        attn.register(self._name, self._attention, original)
         try:
             self.model.set_attn_implementation({self.adapter.text_config_key: self._name})
             self._hooks = [
@@ -136,6 +136,11 @@ class Session:
             cache = DynamicCache(config=self.model.config)
             kwargs = {**kwargs, "past_key_values": cache}
         self._cache = cache if isinstance(cache, Cache) else None
+        if self._cache is not None and not isinstance(self._cache, DynamicCache):
+            raise PlphpError(
+                f"plphp prunes the dynamic KV cache, but this call uses {type(self._cache).__name__}; "
+                "drop cache_implementation / past_key_values from the generate() arguments"
+            )
         if self._cache is not None and self._cache.get_seq_length() == 0:
             input_ids = kwargs.get("input_ids", args[0] if args else None)
             self._start_prefill(self._cache, input_ids, kwargs.get("attention_mask"))
@@ -197,7 +202,9 @@ class Session:
         for idx in missing:  # layers the collector never saw (not pruned anyway)
             prefill.stats[idx] = LayerStats(scores=torch.zeros(0), vision_attention=nan)
         stats = [prefill.stats[i] for i in range(prompt.num_layers)]
-        retention = self.policy.retention(stats, prompt)
+        # Layers may sit on different devices (device_map="auto"): the allocator sees one device.
+        gathered = [LayerStats(s.scores, s.vision_attention.to(prompt.vision_mask.device)) for s in stats]
+        retention = self.policy.retention(gathered, prompt)
         num_vision = prompt.num_vision.tolist()
         report = PruningReport(
             policy=self.policy.describe(),
@@ -236,9 +243,10 @@ class Session:
                     )
                 )
                 continue
-            keep = self.policy.selector.select(stats[idx], rates, prompt, idx)
-            check_keep_indices(keep, prompt, budget, f"selector {self.policy.selector.name!r} (layer {idx})")
-            keep_mask = text[:, None, :].repeat(1, prompt.num_kv_heads, 1)
+            local = prompt.to(layer.keys.device)
+            keep = self.policy.selector.select(stats[idx], rates.to(layer.keys.device), local, idx)
+            check_keep_indices(keep, local, budget, f"selector {self.policy.selector.name!r} (layer {idx})")
+            keep_mask = text.to(keep.device)[:, None, :].repeat(1, prompt.num_kv_heads, 1)
             keep_mask |= _scatter_mask(keep, prompt.length)
             if self.materialize == "prune":
                 positions, slot_valid = _positions(keep_mask)

@@ -192,3 +192,36 @@ def test_images_are_split_into_their_own_segments(bundle):
     arch, model, inputs = bundle
     sizes = _segments(model, inputs["batch3"])
     assert [len(s) for s in sizes] == [2, 1, 0], f"{arch}: {sizes}"
+
+
+def test_the_compressed_cache_holds_exactly_the_text_and_the_kept_vision_entries(bundle):
+    _, model, inputs = bundle
+    batch = inputs["batch3"]
+    with plphp.apply(model, "full") as session, torch.inference_mode():
+        full_cache = model(**batch, use_cache=True).past_key_values
+    with plphp.apply(model, "plphp", start_layer=0) as session, torch.inference_mode():
+        cache = model(**batch, use_cache=True).past_key_values
+    valid = batch["attention_mask"].bool()
+    for layer in session.report.layers:
+        keys = cache.layers[layer.layer_idx].keys
+        full_keys = full_cache.layers[layer.layer_idx].keys
+        slot_valid = cache.layers[layer.layer_idx].valid
+        for b in range(keys.shape[0]):
+            for h in range(keys.shape[1]):
+                kept = layer.kept_positions[b, h]
+                text = torch.nonzero(valid[b] & ~_vision(model, batch)[b]).flatten()
+                positions = torch.cat([text, kept[kept >= 0]]).sort().values
+                n = len(positions)
+                torch.testing.assert_close(keys[b, h, :n], full_keys[b, h, positions], rtol=0, atol=0)
+                if slot_valid is not None:
+                    row = slot_valid[b, min(h, slot_valid.shape[1] - 1)]
+                    assert row[:n].all() and not row[n:].any()
+                else:
+                    assert n == keys.shape[2]
+
+
+def _vision(model, batch):
+    from plphp.backends.adapters import find_adapter
+    from plphp.registry import get_registry
+
+    return find_adapter(model, get_registry().adapters()).vision_mask(batch["input_ids"])

@@ -134,3 +134,10 @@ def test_policy_overrides_pass_through_apply(qwen):
     assert all(layer.pruned for layer in session.report.layers)
     num_vision = session.report.num_vision[0]
     assert all(layer.budget == [-(-num_vision // 4)] for layer in session.report.layers)
+
+
+def test_a_static_cache_is_refused_with_a_clear_message(qwen):
+    model, processor = qwen
+    inputs = chat_inputs(processor, [("what is this", [make_image(64, 64)])])
+    with pytest.raises(PlphpError, match="StaticCache"), plphp.apply(model, "plphp"):
+        model.generate(**inputs, max_new_tokens=2, cache_implementation="static")
