@@ -63,6 +63,9 @@ def policies() -> None:
 @app.command()
 def run(
     config: Annotated[Path, typer.Option("--config", "-c", help="YAML or TOML run config")],
+    policy: Annotated[
+        str | None, typer.Option(help="preset name or policy file, instead of the config's policy section")
+    ] = None,
     baseline: Annotated[bool, typer.Option(help="also generate without pruning and show both answers")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the answer and report here")] = None,
 ) -> None:
@@ -73,13 +76,13 @@ def run(
 
     try:
         run_config, _ = load_run_config(config)
-        policy = load_policy(run_config.policy)
+        resolved = load_policy(policy if policy is not None else run_config.policy)
         with console.status(f"loading {run_config.model.path}"):
             model, processor = load_model(run_config.model)
         answers = {}
         if baseline:
             answers["unpruned"], _ = generate_with_policy(model, processor, run_config, None)
-        answers[policy.name], report = generate_with_policy(model, processor, run_config, policy)
+        answers[resolved.name], report = generate_with_policy(model, processor, run_config, resolved)
     except PlphpError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import torch
 
@@ -67,9 +68,15 @@ class PromptInfo:
 
     def segments(self, batch_index: int) -> list[torch.Tensor]:
         """Positions of each image's vision tokens in sample `batch_index`, in image order."""
-        ids = self.segment_ids[batch_index]
-        count = int(ids.max().item()) + 1 if ids.numel() else 0
-        return [torch.nonzero(ids == s).flatten() for s in range(count)]
+        return self._segments[batch_index]
+
+    @cached_property
+    def _segments(self) -> list[list[torch.Tensor]]:
+        out = []
+        for ids in self.segment_ids:
+            count = int(ids.max().item()) + 1 if ids.numel() else 0
+            out.append([torch.nonzero(ids == s).flatten() for s in range(count)])
+        return out
 
 
 @dataclass

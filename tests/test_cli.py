@@ -92,6 +92,13 @@ def test_run_reports_bad_configs_in_one_line(tmp_path, model_dir, extra, message
     assert "Traceback" not in result.stdout + result.stderr
 
 
+def test_run_takes_a_preset_from_the_command_line(tmp_path, model_dir):
+    config = _write_config(tmp_path, model_dir)
+    result = plphp_cli("run", "--config", str(config), "--policy", "full")
+    assert result.returncode == 0, result.stderr
+    assert "full:" in result.stdout and "vision KV removed: 0.0%" in result.stdout
+
+
 def test_run_names_missing_images_and_fields(tmp_path, model_dir):
     config = tmp_path / "run.yaml"
     config.write_text(f"model:\n  path: {model_dir}\ninputs:\n  prompt: hi\n  images: [nowhere.png]\n")

@@ -86,20 +86,16 @@ class ModelAdapter:
         The default groups each maximal run of vision tokens of one token id into one image; an
         adapter that knows the tokens per image splits runs further (`tokens_per_image`).
         """
-        batch, length = input_ids.shape
-        segments = torch.full((batch, length), -1, dtype=torch.long, device=input_ids.device)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        continues = torch.zeros_like(vision_mask)
+        continues[:, 1:] = vision_mask[:, :-1] & (input_ids[:, 1:] == input_ids[:, :-1])
+        starts = vision_mask & ~continues  # first token of each run
         per_image = self.tokens_per_image()
-        for b in range(batch):
-            image, run, previous = -1, 0, None
-            for pos in torch.nonzero(vision_mask[b]).flatten().tolist():
-                token = int(input_ids[b, pos])
-                new_run = previous is None or pos != previous[0] + 1 or token != previous[1]
-                if new_run or (per_image and run == per_image):
-                    image, run = image + 1, 0
-                segments[b, pos] = image
-                run += 1
-                previous = (pos, token)
-        return segments
+        if per_image:
+            run_start = torch.where(starts, positions, torch.zeros_like(positions)).cummax(-1).values
+            starts = vision_mask & ((positions - run_start) % per_image == 0)
+        segments = starts.long().cumsum(-1) - 1
+        return torch.where(vision_mask, segments, torch.full_like(segments, -1))
 
     def tokens_per_image(self) -> int | None:
         """Vision tokens per image when the architecture fixes it, else None."""

@@ -1,0 +1,56 @@
+"""Adapters: vision masks and the grouping of vision tokens into images."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from plphp.backends.adapters import ModelAdapter
+
+IMAGE, VIDEO = 7, 8
+
+
+class _Adapter(ModelAdapter):
+    def __init__(self, per_image):
+        config = SimpleNamespace(image_token_id=IMAGE, video_token_id=VIDEO)
+        config.get_text_config = lambda decoder=True: SimpleNamespace()
+        super().__init__(SimpleNamespace(config=config))
+        self._per_image = per_image
+
+    def tokens_per_image(self):
+        return self._per_image
+
+
+def _reference(ids, per_image):
+    """The plain loop: a new image at each run of one vision token id, and every `per_image` tokens."""
+    out, image, run, previous = [], -1, 0, None
+    for pos, token in enumerate(ids):
+        if token not in (IMAGE, VIDEO):
+            out.append(-1)
+            previous = None
+            continue
+        if previous != token or (per_image and run == per_image):
+            image, run = image + 1, 0
+        out.append(image)
+        run += 1
+        previous = token
+    return out
+
+
+@given(
+    st.lists(
+        st.lists(st.sampled_from([1, 2, IMAGE, IMAGE, IMAGE, VIDEO]), min_size=1, max_size=40), min_size=1, max_size=3
+    ),
+    st.sampled_from([None, 1, 3, 4]),
+)
+def test_segments_match_the_plain_loop(rows, per_image):
+    length = max(len(r) for r in rows)
+    ids = torch.tensor([[0] * (length - len(r)) + r for r in rows])
+    adapter = _Adapter(per_image)
+    vision = adapter.vision_mask(ids)
+    assert vision.tolist() == [[t in (IMAGE, VIDEO) for t in row] for row in ids.tolist()]
+    got = adapter.segment_ids(ids, vision).tolist()
+    assert got == [_reference(row, per_image) for row in ids.tolist()]
