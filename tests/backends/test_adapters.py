@@ -27,7 +27,7 @@ class _Adapter(ModelAdapter):
 def _reference(ids, per_image):
     """The plain loop: a new image at each run of one vision token id, and every `per_image` tokens."""
     out, image, run, previous = [], -1, 0, None
-    for pos, token in enumerate(ids):
+    for token in ids:
         if token not in (IMAGE, VIDEO):
             out.append(-1)
             previous = None
