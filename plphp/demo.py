@@ -22,7 +22,8 @@ def run_demo(console: Console, arch: str = "llava_onevision", policy: str = "plp
     """Build the tiny model, generate unpruned and pruned, print answers and the report."""
     resolved = load_policy(policy)
     with console.status(f"building a tiny {arch} model (random weights)"):
-        model = build_tiny_model(arch, seed=0)
+        # 12 layers, so that the default start layer (2) leaves a representative share unpruned
+        model = build_tiny_model(arch, seed=0, num_layers=12)
         processor = build_tiny_processor(arch)
     samples = [
         ("describe the two pictures", [make_image(96, 64, seed=1), make_image(64, 96, seed=2)]),

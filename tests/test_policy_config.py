@@ -103,3 +103,25 @@ def test_unreadable_files(tmp_path):
         plphp.load_policy(broken)
     with pytest.raises(plphp.UnknownNameError, match="registered presets"):
         plphp.load_policy("no-such-preset")
+
+
+def test_every_policy_config_in_configs_loads():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "configs"
+    policies = [p for p in sorted(folder.glob("*.yaml")) if not p.name.startswith("run-")]
+    assert len(policies) >= 3
+    for path in policies:
+        plphp.load_policy(path)
+    assert plphp.load_policy(folder / "plphp.yaml").config == {**plphp.load_policy("plphp").config, "preset": None}
+
+
+def test_the_example_run_config_validates():
+    from pathlib import Path
+
+    from plphp.policy import read_config_file
+    from plphp.runconfig import RunConfig
+
+    data = read_config_file(Path(__file__).resolve().parents[1] / "configs" / "run-example.yaml")
+    config = RunConfig.model_validate(data)
+    assert plphp.load_policy(config.policy).name == "plphp"
