@@ -1,0 +1,65 @@
+"""Tiny random-weight vision-language models of real transformers architectures.
+
+Everything here is built offline from configs: no weights, tokenizers or processors are
+downloaded. Each model is a real transformers class (LLaVA, LLaVA-NeXT, LLaVA-OneVision,
+Qwen2-VL, Qwen2.5-VL) with a few decoder layers, grouped-query attention (4 query heads, 2 KV
+heads, head_dim 16), a two-layer vision tower and a vocabulary of a few hundred tokens.
+The processors are the architectures' own processors around a small byte-level BPE tokenizer
+trained in code on a built-in corpus, with a chat template.
+
+They are meant for tests, demos and benchmarks of vision-token pruning: their outputs are
+meaningless, but their shapes, caches, position ids and vision-token layouts are those of the
+real models, and they generate fast on a CPU. The language model's weights are drawn with a
+larger standard deviation (0.2) than transformers' default so that attention is not uniform and
+greedy decoding is not stuck on one token.
+
+Vision tokens per image (64x64 / 128x96 / 96x128 pixels, width x height, one image in the sample):
+LLaVA 36 / 36 / 36 (fixed 48x48 crop), LLaVA-NeXT and LLaVA-OneVision 88 / 70 / 72 (any-res
+tiling over 32x32 tiles; in a OneVision sample with several images every image has 17), Qwen2-VL
+and Qwen2.5-VL 16 / 48 / 48 (one token per 16x16 pixels, between 4 and 100).
+
+Example:
+    >>> from plphp.backends import tiny
+    >>> model = tiny.build_tiny_model("qwen2_vl")
+    >>> processor = tiny.build_tiny_processor("qwen2_vl")
+    >>> inputs = tiny.make_inputs(processor, [("What is shown?", [tiny.make_image(64, 96)])])
+    >>> out = model.generate(**inputs, max_new_tokens=5)
+
+Note:
+    transformers' Qwen2-VL, Qwen2.5-VL and LLaVA-OneVision processors need a video processor,
+    which needs torchvision. plphp does not depend on torchvision, so for these three
+    architectures the processor is a subclass of the real one without the video sub-processor
+    (``TinyQwen2VLProcessor``, ``TinyQwen2_5_VLProcessor``, ``TinyLlavaOnevisionProcessor``);
+    image processing, placeholder expansion and tokenization are the real classes' code. The
+    subclasses are registered with ``AutoProcessor`` when this module is imported, so
+    ``AutoProcessor.from_pretrained`` loads a directory written by :func:`save_tiny` in any
+    process that has imported ``plphp.backends.tiny``. The saved ``processor_config.json`` also
+    has an ``auto_map`` to a one-line module re-exporting the class, so that a process that never
+    imported plphp is asked for ``trust_remote_code=True`` (and then loads it) instead of silently
+    getting the tokenizer alone, which is what transformers returns when it cannot find the class.
+"""
+
+from __future__ import annotations
+
+from plphp.backends.tiny.common import ARCHITECTURES
+from plphp.backends.tiny.images import make_image, make_inputs
+from plphp.backends.tiny.models import build_tiny_config, build_tiny_model, save_tiny
+from plphp.backends.tiny.processors import (
+    TinyLlavaOnevisionProcessor,
+    TinyQwen2_5_VLProcessor,
+    TinyQwen2VLProcessor,
+    build_tiny_processor,
+)
+
+__all__ = [
+    "ARCHITECTURES",
+    "TinyLlavaOnevisionProcessor",
+    "TinyQwen2VLProcessor",
+    "TinyQwen2_5_VLProcessor",
+    "build_tiny_config",
+    "build_tiny_model",
+    "build_tiny_processor",
+    "make_image",
+    "make_inputs",
+    "save_tiny",
+]
