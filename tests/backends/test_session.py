@@ -141,3 +141,17 @@ def test_a_static_cache_is_refused_with_a_clear_message(qwen):
     inputs = chat_inputs(processor, [("what is this", [make_image(64, 64)])])
     with pytest.raises(PlphpError, match="StaticCache"), plphp.apply(model, "plphp"):
         model.generate(**inputs, max_new_tokens=2, cache_implementation="static")
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_half_precision_models_prune_and_generate(attn):
+    model = build_tiny_model("qwen2_vl", dtype=torch.bfloat16, attn_implementation=attn)
+    processor = build_tiny_processor("qwen2_vl")
+    inputs = chat_inputs(processor, [("compare", [make_image(64, 96), make_image(96, 64)]), ("what", [])])
+    with plphp.apply(model, "plphp", start_layer=0) as session, torch.inference_mode():
+        out = model.generate(**inputs, max_new_tokens=4, num_beams=2)
+    assert out.shape[0] == 2
+    assert session.report.kv_bytes_after < session.report.kv_bytes_before
+    layer = session.report.layers[0]
+    rows = session.report.batch_size  # 2 samples x 2 beams
+    assert rows == 4 and layer.kv_bytes_before == 2 * rows * 2 * inputs["input_ids"].shape[1] * 16 * 2  # bf16: 2 bytes
