@@ -206,13 +206,7 @@ class Session:
         gathered = [LayerStats(s.scores, s.vision_attention.to(prompt.vision_mask.device)) for s in stats]
         retention = self.policy.retention(gathered, prompt)
         num_vision = prompt.num_vision.tolist()
-        report = PruningReport(
-            policy=self.policy.describe(),
-            stage=self.policy.stage,
-            batch_size=prompt.batch_size,
-            prompt_length=prompt.length,
-            num_vision=num_vision,
-        )
+        report = self._empty_report(prompt.batch_size, prompt.length, num_vision, note="")
         text = ~prompt.vision_mask & prompt.key_valid
         for idx in range(prompt.num_layers):
             layer = prefill.cache.layers[idx]
@@ -230,16 +224,16 @@ class Session:
                 kept = torch.tensor(num_vision, device=rates.device)[:, None].expand(-1, prompt.num_kv_heads)
                 report.layers.append(
                     LayerReport(
-                        idx,
-                        False,
-                        rates,
-                        num_vision,
-                        kept,
-                        None,
-                        stats[idx].vision_attention,
-                        before,
-                        before,
-                        layer.keys.shape[-2] if layer.keys is not None else 0,
+                        layer_idx=idx,
+                        pruned=False,
+                        retention=rates,
+                        budget=num_vision,
+                        kept=kept,
+                        kept_positions=None,
+                        vision_attention=stats[idx].vision_attention,
+                        kv_bytes_before=before,
+                        kv_bytes_after=before,
+                        physical_length=layer.keys.shape[-2] if layer.keys is not None else 0,
                     )
                 )
                 continue

@@ -94,20 +94,20 @@ def build_tiny_processor(arch: str) -> transformers.ProcessorMixin:
     tokenizer = _build_tokenizer(arch)
     template = _CHAT_TEMPLATES[arch]
     common = {"image_mean": _CLIP_MEAN, "image_std": _CLIP_STD}
+    llava_family = {
+        "tokenizer": tokenizer,
+        "patch_size": _PATCH_SIZE,
+        "vision_feature_select_strategy": "default",
+        "num_additional_image_tokens": 1,
+        "chat_template": template,
+    }
     if arch == "llava":
         image_processor = LlavaImageProcessorPil(
             size={"shortest_edge": _LLAVA_IMAGE_SIZE},
             crop_size={"height": _LLAVA_IMAGE_SIZE, "width": _LLAVA_IMAGE_SIZE},
             **common,
         )
-        return LlavaProcessor(
-            image_processor=image_processor,
-            tokenizer=tokenizer,
-            patch_size=_PATCH_SIZE,
-            vision_feature_select_strategy="default",
-            num_additional_image_tokens=1,
-            chat_template=template,
-        )
+        return LlavaProcessor(image_processor=image_processor, **llava_family)
     if arch == "llava_next":
         image_processor = LlavaNextImageProcessorPil(
             size={"shortest_edge": _TILE_SIZE},
@@ -115,14 +115,7 @@ def build_tiny_processor(arch: str) -> transformers.ProcessorMixin:
             image_grid_pinpoints=_GRID_PINPOINTS,
             **common,
         )
-        return LlavaNextProcessor(
-            image_processor=image_processor,
-            tokenizer=tokenizer,
-            patch_size=_PATCH_SIZE,
-            vision_feature_select_strategy="default",
-            num_additional_image_tokens=1,
-            chat_template=template,
-        )
+        return LlavaNextProcessor(image_processor=image_processor, **llava_family)
     if arch == "llava_onevision":
         image_processor = LlavaOnevisionImageProcessorPil(
             size={"height": _TILE_SIZE, "width": _TILE_SIZE},
