@@ -1,0 +1,461 @@
+"""The measurement loop of `plphp bench`: variants interleaved A B A B … after a warm-up.
+
+One *run* of a variant builds a fresh cache for the workload (a real prefill, or a synthetic one:
+random keys and values, and statistics from the policy's own collector on a random observation
+query), then decodes `new_tokens` greedy steps with the model's ordinary forward, timing each step.
+The unpruned reference is the same loop with transformers' `DynamicCache` and no plphp session.
+Decode cost depends only on the kept counts, not on the values, which is why a synthetic prefill
+is an honest start for decode figures; the output says when it was used.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from plphp.bench.bandwidth import Bandwidth, floor_step_seconds, ideal_speedup, ideal_step_seconds
+from plphp.bench.memory import PeakMemory
+from plphp.errors import ConfigError
+
+PrefillMode = Literal["synthetic", "real"]
+UNPRUNED = "unpruned"
+
+SYNTHETIC_NOTE = (
+    "decode-only figures: the prefill is synthetic (random keys and values of the real shapes, statistics from "
+    "the policy's collector on a random observation query), because decode cost depends only on the kept counts; "
+    "prefill time and TTFT are not measured"
+)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What each run processes.
+
+    Attributes:
+        batch: sequences decoded together.
+        vision_tokens: vision tokens per sequence.
+        text_tokens: text tokens per sequence (prompt length = text + vision).
+        images: vision blocks per sequence (the vision tokens split between them).
+        new_tokens: decode steps.
+    """
+
+    batch: int = 1
+    vision_tokens: int = 6000
+    text_tokens: int = 64
+    images: int = 1
+    new_tokens: int = 64
+
+    def __post_init__(self):
+        for name in ("batch", "vision_tokens", "images", "new_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', '-')}: {getattr(self, name)} is not allowed; it must be >= 1")
+        if self.text_tokens < 2:
+            raise ConfigError(f"text-tokens: {self.text_tokens} is not allowed; it must be >= 2")
+        if self.images > self.vision_tokens:
+            raise ConfigError(f"images: {self.images} is more than the {self.vision_tokens} vision tokens")
+
+    @property
+    def prompt_length(self) -> int:
+        return self.text_tokens + self.vision_tokens + (self.images - 1)
+
+
+@dataclass
+class Variant:
+    """One thing measured: the unpruned reference (policy None) or a policy.
+
+    Attributes:
+        label: the name in tables ("unpruned", a preset name, or "retention=0.3").
+        policy: a resolved `plphp.policy.Policy`, None for the unpruned reference.
+        retention: the swept value, when this variant is a sweep point.
+    """
+
+    label: str
+    policy: Any = None
+    retention: float | None = None
+
+
+@dataclass
+class RunResult:
+    """One run of one variant."""
+
+    label: str
+    round: int
+    step_s: float  # mean seconds per decode step
+    steps_s: list[float]
+    tokens_per_s: float
+    prefill_s: float | None
+    ttft_s: float | None
+    compress_s: float | None
+    kv_bytes: int  # prompt KV bytes after prefill (and compression), real tensors
+    kv_bytes_end: int  # KV bytes in use after the last step
+    kv_bytes_allocated: int  # bytes of the buffers holding them
+    memory_before: int | None
+    peak_prefill: int | None
+    peak_decode: int | None
+    report: dict[str, Any] | None = None
+
+
+@dataclass
+class BenchResult:
+    setup: dict[str, Any]
+    bandwidth: Bandwidth
+    variants: list[Variant]
+    runs: list[RunResult] = field(default_factory=list)
+
+    def runs_of(self, label: str) -> list[RunResult]:
+        return [r for r in self.runs if r.label == label]
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+def build_input_ids(model: Any, adapter: Any, workload: Workload, seed: int = 0) -> torch.Tensor:
+    """`[B, L]` ids: text, `images` blocks of the vision token id (one text token between), text."""
+    vocab = model.config.get_text_config(decoder=True).vocab_size
+    vision_id = adapter.vision_token_ids()[0]
+    low = max(vocab // 2, max(adapter.vision_token_ids()) + 1)  # clear of the tokenizer's special ids
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(low, vocab, (workload.batch, workload.prompt_length), generator=generator)
+    start = workload.text_tokens // 2
+    per_image = [
+        workload.vision_tokens // workload.images + (i < workload.vision_tokens % workload.images)
+        for i in range(workload.images)
+    ]
+    position = start
+    for count in per_image:
+        ids[:, position : position + count] = vision_id
+        position += count + 1
+    return ids
+
+
+# -- one run --------------------------------------------------------------------------------------
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _kv_bytes(cache: Any) -> tuple[int, int]:
+    """(bytes in use, bytes allocated) of the cache's key and value tensors."""
+    used = allocated = 0
+    for layer in cache.layers:
+        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+        if keys is None or values is None or keys.numel() == 0:
+            continue
+        used += keys.numel() * keys.element_size() + values.numel() * values.element_size()
+        buffers = (getattr(layer, "_key_buffer", None), getattr(layer, "_value_buffer", None))
+        if buffers[0] is not None:
+            allocated += sum(b.numel() * b.element_size() for b in buffers)
+        else:
+            allocated += keys.untyped_storage().nbytes() + values.untyped_storage().nbytes()
+    return used, allocated
+
+
+class _CompressTimer:
+    """Times the session's compression step (allocate, select, gather) on that instance only."""
+
+    def __init__(self, session: Any):
+        self.seconds = 0.0
+        compress = session._compress
+        device = session.model.device
+
+        def timed(*args, **kwargs):
+            _synchronize(device)
+            start = time.perf_counter()
+            try:
+                return compress(*args, **kwargs)
+            finally:
+                _synchronize(device)
+                self.seconds += time.perf_counter() - start
+
+        session._compress = timed
+
+
+def _synthetic_prefill(model: Any, session: Any, input_ids: torch.Tensor, seed: int) -> Any:
+    """A cache of random keys / values of the model's shapes, compressed by `session` when given.
+
+    It walks the session's own prefill path: its forward pre-hook installs the prunable layers and
+    reads the vision positions, the policy's collector scores each layer from a random observation
+    query against the layer's keys, and its forward hook allocates, selects and compresses.
+    """
+    from transformers.cache_utils import DynamicCache
+
+    config = model.config.get_text_config(decoder=True)
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    batch, length = input_ids.shape
+    device, dtype = model.device, model.dtype
+    generator = torch.Generator(device=device).manual_seed(seed)
+    cache = DynamicCache(config=model.config)
+    kwargs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "past_key_values": cache}
+    prefill = None
+    if session is not None:
+        session._before_forward(model, (), kwargs)
+        prefill = session._prefill
+    scaling = head_dim**-0.5
+    for idx in range(config.num_hidden_layers):
+        shape = (batch, kv_heads, length, head_dim)
+        keys = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        values = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        cache.layers[idx].update(keys, values)
+        if prefill is not None:
+            query = torch.randn((batch, heads, 1, head_dim), generator=generator, device=device, dtype=dtype)
+            query = query.expand(batch, heads, length, head_dim)  # the collector reads only the last rows
+            layer_keys = cache.layers[idx].keys
+            prefill.stats[idx] = session.policy.collector.collect(query, layer_keys, prefill.prompt, idx, scaling)
+        del keys, values
+    if session is not None:
+        session._after_forward(model, (), kwargs, None)
+    return cache
+
+
+def run_once(
+    model: Any,
+    variant: Variant,
+    input_ids: torch.Tensor,
+    new_tokens: int,
+    prefill: PrefillMode,
+    memory: PeakMemory,
+    round_index: int,
+    seed: int = 0,
+) -> RunResult:
+    """Prefill (real or synthetic) and decode `new_tokens` steps for one variant."""
+    import plphp
+
+    device = model.device
+    batch, length = input_ids.shape
+    input_ids = input_ids.to(device)
+    memory_before = memory.reset()
+    session = plphp.apply(model, variant.policy) if variant.policy is not None else None
+    timer = _CompressTimer(session) if session is not None else None
+    prefill_s = ttft_s = None
+    with torch.inference_mode(), session if session is not None else _nothing():
+        _synchronize(device)
+        start = time.perf_counter()
+        if prefill == "real":
+            out = model(
+                input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=True, logits_to_keep=1
+            )
+            cache = out.past_key_values
+            _synchronize(device)
+            prefill_s = time.perf_counter() - start
+            token = out.logits[:, -1].argmax(-1, keepdim=True)
+            _synchronize(device)
+            ttft_s = time.perf_counter() - start
+            del out
+        else:
+            cache = _synthetic_prefill(model, session, input_ids, seed)
+            token = torch.full((batch, 1), int(input_ids[0, -1]), dtype=torch.long, device=device)
+        peak_prefill = memory.peak()
+        kv_bytes, _ = _kv_bytes(cache)
+        report = session.report if session is not None else None
+        memory.reset()
+        mask = torch.ones(batch, length + new_tokens, dtype=torch.long, device=device)
+        steps = []
+        for step in range(new_tokens):
+            _synchronize(device)
+            start = time.perf_counter()
+            out = model(
+                input_ids=token,
+                attention_mask=mask[:, : length + step + 1],
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            token = out.logits[:, -1].argmax(-1, keepdim=True)
+            _synchronize(device)
+            steps.append(time.perf_counter() - start)
+            del out
+        peak_decode = memory.peak()
+    kv_end, kv_allocated = _kv_bytes(cache)
+    del cache
+    gc.collect()
+    decode_s = sum(steps)
+    return RunResult(
+        label=variant.label,
+        round=round_index,
+        step_s=decode_s / new_tokens,
+        steps_s=steps,
+        tokens_per_s=batch * new_tokens / decode_s,
+        prefill_s=prefill_s,
+        ttft_s=ttft_s,
+        compress_s=timer.seconds if timer is not None else None,
+        kv_bytes=kv_bytes,
+        kv_bytes_end=kv_end,
+        kv_bytes_allocated=kv_allocated,
+        memory_before=memory_before,
+        peak_prefill=peak_prefill,
+        peak_decode=peak_decode,
+        report=_report_summary(report) if report is not None else None,
+    )
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _report_summary(report: Any) -> dict[str, Any]:
+    """What the bench keeps of a `PruningReport`: its bytes, reduction and the formula check."""
+    return {
+        "policy": report.policy,
+        "note": report.note,
+        "kv_bytes_before": report.kv_bytes_before,
+        "kv_bytes_after": report.kv_bytes_after,
+        "vision_kv_reduction": report.vision_kv_reduction,
+        "kv_reduction": report.kv_reduction,
+        "vision_kept_fraction": report.vision_kept_fraction,
+        "pruned_layers": sum(layer.pruned for layer in report.layers),
+        "kv_bytes_formula": kv_bytes_formula(report),
+    }
+
+
+def kv_bytes_formula(report: Any) -> int | None:
+    """KV bytes after compression from the budgets alone: per layer `2 · B · H_kv · slots · D · size`,
+    with `slots` the longest row's text + kept vision (pruned) or the prompt length (not pruned)."""
+    if not report.layers:
+        return None
+    total = 0
+    for layer in report.layers:
+        if not layer.kv_bytes_before:
+            continue
+        per_slot = layer.kv_bytes_before // report.prompt_length  # 2 · B · H_kv · D · size
+        if layer.pruned:
+            slots = max(report.prompt_length - n + b for n, b in zip(report.num_vision, layer.budget))
+        else:
+            slots = report.prompt_length
+        total += per_slot * slots
+    return total
+
+
+# -- the whole benchmark -------------------------------------------------------------------------
+def environment() -> dict[str, Any]:
+    """Threads, load and versions: recorded with every figure (DESIGN.md §9)."""
+    import transformers
+
+    import plphp
+
+    env_keys = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "KMP_BLOCKTIME", "GOMP_SPINCOUNT")
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "plphp": plphp.__version__,
+        "torch_num_threads": torch.get_num_threads(),
+        "torch_num_interop_threads": torch.get_num_interop_threads(),
+        "cpu_count": os.cpu_count(),
+        "env": {key: os.environ.get(key) for key in env_keys},
+        "load_avg": list(os.getloadavg()),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
+def run_benchmark(
+    model: Any,
+    variants: list[Variant],
+    workload: Workload,
+    *,
+    prefill: PrefillMode,
+    rounds: int,
+    bandwidth: Bandwidth,
+    setup: dict[str, Any],
+    warmup_tokens: int = 4,
+    progress: Callable[[str], None] | None = None,
+) -> BenchResult:
+    """Warm each variant up once, then run `rounds` rounds, alternating the order (A B C, C B A, …)
+    so that a drift of a shared machine's load does not favour one variant."""
+    from plphp.backends.adapters import find_adapter
+    from plphp.registry import get_registry
+
+    if rounds < 1:
+        raise ConfigError(f"rounds: {rounds} is not allowed; it must be >= 1")
+    adapter = find_adapter(model, get_registry().adapters())
+    input_ids = build_input_ids(model, adapter, workload)
+    memory = PeakMemory(model.device)
+    result = BenchResult(setup={**setup, "memory_method": memory.method}, bandwidth=bandwidth, variants=variants)
+    loads = []
+    for variant in variants:
+        if progress:
+            progress(f"warm-up {variant.label}")
+        run_once(model, variant, input_ids, min(warmup_tokens, workload.new_tokens), prefill, memory, -1)
+    for index in range(rounds):
+        order = variants if index % 2 == 0 else variants[::-1]
+        for variant in order:
+            if progress:
+                progress(f"round {index + 1}/{rounds}: {variant.label}")
+            result.runs.append(run_once(model, variant, input_ids, workload.new_tokens, prefill, memory, index))
+        loads.append(os.getloadavg()[0])
+    result.setup["load_avg_1min_per_round"] = loads
+    return result
+
+
+# -- summaries --------------------------------------------------------------------------------------
+def summarize(values: list[float]) -> dict[str, float] | None:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summary(result: BenchResult, weight_bytes: int) -> list[dict[str, Any]]:
+    """One row per variant: medians (min–max), ratios against unpruned, and the bandwidth model."""
+    reference = result.runs_of(UNPRUNED)
+    ref_step = statistics.median(r.step_s for r in reference) if reference else None
+    ref_kv = reference[0].kv_bytes if reference else None
+    ref_peak = summarize([r.peak_decode for r in reference]) if reference else None
+    bandwidth = result.bandwidth.read
+    rows = []
+    for variant in result.variants:
+        runs = result.runs_of(variant.label)
+        step = summarize([r.step_s for r in runs])
+        row: dict[str, Any] = {
+            "label": variant.label,
+            "policy": variant.policy.describe() if variant.policy is not None else "none (transformers DynamicCache)",
+            "retention": variant.retention,
+            "runs": len(runs),
+            "step_s": step,
+            "tokens_per_s": summarize([r.tokens_per_s for r in runs]),
+            "prefill_s": summarize([r.prefill_s for r in runs]),
+            "ttft_s": summarize([r.ttft_s for r in runs]),
+            "compress_s": summarize([r.compress_s for r in runs]),
+            "kv_bytes": runs[0].kv_bytes,
+            "kv_bytes_end": runs[0].kv_bytes_end,
+            "kv_bytes_allocated": runs[0].kv_bytes_allocated,
+            "peak_decode": summarize([r.peak_decode for r in runs]),
+            "peak_prefill": summarize([r.peak_prefill for r in runs]),
+            "report": runs[0].report,
+            "floor_step_s": floor_step_seconds(weight_bytes, runs[0].kv_bytes, bandwidth),
+        }
+        if row["report"] is not None:
+            row["kv_bytes_match_report"] = row["kv_bytes"] == row["report"]["kv_bytes_after"]
+            row["kv_bytes_match_formula"] = row["kv_bytes"] == row["report"]["kv_bytes_formula"]
+        if ref_step is not None:
+            paired = [
+                a.step_s / b.step_s
+                for a in reference
+                for b in runs
+                if a.round == b.round and a.round >= 0 and variant.label != UNPRUNED
+            ]
+            saved = ref_kv - runs[0].kv_bytes
+            row["speedup"] = ref_step / step["median"]
+            row["speedup_paired_median"] = statistics.median(paired) if paired else 1.0
+            row["kv_saved_bytes"] = saved
+            row["ideal_step_s"] = ideal_step_seconds(ref_step, saved, bandwidth)
+            row["ideal_speedup"] = ideal_speedup(ref_step, saved, bandwidth)
+            row["of_ideal"] = row["speedup"] / row["ideal_speedup"] if row["ideal_speedup"] > 0 else None
+            if ref_peak is not None and row["peak_decode"] is not None:
+                row["peak_decode_saved"] = ref_peak["median"] - row["peak_decode"]["median"]
+        prefill = row["prefill_s"]
+        if row["compress_s"] is not None and prefill is not None:
+            row["compress_share_of_prefill"] = row["compress_s"]["median"] / prefill["median"]
+        rows.append(row)
+    return rows
