@@ -121,6 +121,13 @@ def bench(
         str, typer.Option(help="'synthetic' (random K/V, decode-only figures) or 'real' (runs the model)")
     ] = "synthetic",
     rounds: Annotated[int, typer.Option(help="interleaved rounds after the warm-up")] = 3,
+    interleave: Annotated[
+        str,
+        typer.Option(
+            help="'steps': all caches live, decode steps alternate between variants (peak memory from the "
+            "warm-ups, run alone); 'runs': whole runs alternate, each measuring its own peak"
+        ),
+    ] = "steps",
     warmup_tokens: Annotated[int, typer.Option(help="decode steps of each variant's warm-up run")] = 4,
     device: Annotated[str, typer.Option(help="'cpu', 'cuda', 'cuda:N' or 'auto'")] = "cpu",
     dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16")] = "float32",
@@ -193,6 +200,8 @@ def _bench(**options: Any) -> None:
         )
         console.print(table)
         return
+    if o["interleave"] not in ("steps", "runs"):
+        raise ConfigError(f"--interleave: {o['interleave']!r} is not allowed; use 'steps' or 'runs'")
     if o["prefill"] not in ("synthetic", "real"):
         raise ConfigError(f"--prefill: {o['prefill']!r} is not allowed; use 'synthetic' or 'real'")
     import torch
@@ -247,7 +256,7 @@ def _bench(**options: Any) -> None:
         "decode_weight_bytes": weight_bytes,
         "bandwidth": bandwidth.to_dict(),
     }
-    total = len(variants) * (o["rounds"] + 1)
+    total = len(variants) * (o["rounds"] + 1) if o["interleave"] == "runs" else len(variants) + o["rounds"]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("bench", total=total)
@@ -266,6 +275,7 @@ def _bench(**options: Any) -> None:
             bandwidth=bandwidth,
             setup=setup,
             warmup_tokens=o["warmup_tokens"],
+            interleave=o["interleave"],
             progress=advance,
         )
         progress.advance(task)
@@ -307,7 +317,19 @@ def _notes(result: Any, rows: list[dict[str, Any]], workload: Any, how: str) -> 
         + ", ".join(f"{x:.2f}" for x in setup["load_avg_1min_per_round"]),
         f"bandwidth: read {bandwidth.read / 1e9:.1f} GB/s (min {bandwidth.read_min / 1e9:.1f}, max "
         f"{bandwidth.read_max / 1e9:.1f}), copy {bandwidth.copy / 1e9:.1f} GB/s; the model uses the read figure",
-        f"peak memory: {setup['memory_method']}; the decode peak is reset after the prefill",
+        f"peak memory: {setup['memory_method']}; the decode peak is reset after the prefill"
+        + (
+            f", measured in each variant's warm-up run (alone: prefill + {setup['warmup_tokens']} decode steps)"
+            if setup.get("interleave") == "steps"
+            else ""
+        ),
+        "interleaving: "
+        + (
+            "all variants' caches live, decode steps alternating between variants (A B C, C B A, ...)"
+            if setup.get("interleave") == "steps"
+            else "whole runs alternating (A B C, C B A, ...)"
+        )
+        + "; speedup = ratio of the median step times; paired = median over steps of the per-step ratio",
         f"weights read per decode step: {setup['decode_weight_bytes'] / 2**30:.2f} GiB",
     ]
     reference = next(row for row in rows if row["label"] == "unpruned")

@@ -109,9 +109,15 @@ class BenchResult:
     bandwidth: Bandwidth
     variants: list[Variant]
     runs: list[RunResult] = field(default_factory=list)
+    warmups: list[RunResult] = field(default_factory=list)
 
     def runs_of(self, label: str) -> list[RunResult]:
         return [r for r in self.runs if r.label == label]
+
+    def peak_runs_of(self, label: str) -> list[RunResult]:
+        """The runs whose peak memory was measured alone: the timed runs, else the warm-up."""
+        timed = [r for r in self.runs_of(label) if r.peak_decode is not None]
+        return timed or [r for r in self.warmups if r.label == label]
 
 
 # -- inputs ---------------------------------------------------------------------------------------
@@ -215,6 +221,108 @@ def _synthetic_prefill(model: Any, session: Any, input_ids: torch.Tensor, seed: 
     return cache
 
 
+class _Run:
+    """One run of one variant: `prefill()`, then `step()` per decode step, then `finish()`.
+
+    Several runs can be live at once (their caches side by side), so that decode steps of different
+    variants can alternate step by step. Each step enters the variant's session around the forward
+    call only (sessions cannot nest); the time is that of the forward call and the argmax.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        variant: Variant,
+        input_ids: torch.Tensor,
+        new_tokens: int,
+        prefill: PrefillMode,
+        seed: int = 0,
+    ):
+        import plphp
+
+        self.model = model
+        self.variant = variant
+        self.prefill_mode = prefill
+        self.device = model.device
+        self.input_ids = input_ids.to(self.device)
+        self.new_tokens = new_tokens
+        self.seed = seed
+        self.session = plphp.apply(model, variant.policy) if variant.policy is not None else None
+        self.timer = _CompressTimer(self.session) if self.session is not None else None
+        self.steps: list[float] = []
+        self.prefill_s: float | None = None
+        self.ttft_s: float | None = None
+
+    def _context(self):
+        return self.session if self.session is not None else _nothing()
+
+    def prefill(self) -> None:
+        batch, length = self.input_ids.shape
+        with torch.inference_mode(), self._context():
+            _synchronize(self.device)
+            start = time.perf_counter()
+            if self.prefill_mode == "real":
+                out = self.model(
+                    input_ids=self.input_ids,
+                    attention_mask=torch.ones_like(self.input_ids),
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+                self.cache = out.past_key_values
+                _synchronize(self.device)
+                self.prefill_s = time.perf_counter() - start
+                self.token = out.logits[:, -1].argmax(-1, keepdim=True)
+                _synchronize(self.device)
+                self.ttft_s = time.perf_counter() - start
+                del out
+            else:
+                self.cache = _synthetic_prefill(self.model, self.session, self.input_ids, self.seed)
+                self.token = torch.full((batch, 1), int(self.input_ids[0, -1]), dtype=torch.long, device=self.device)
+        self.kv_bytes, _ = _kv_bytes(self.cache)
+        self.report = self.session.report if self.session is not None else None
+        self.mask = torch.ones(batch, length + self.new_tokens, dtype=torch.long, device=self.device)
+
+    def step(self) -> None:
+        length = self.input_ids.shape[1] + len(self.steps)
+        with torch.inference_mode(), self._context():
+            _synchronize(self.device)
+            start = time.perf_counter()
+            out = self.model(
+                input_ids=self.token,
+                attention_mask=self.mask[:, : length + 1],
+                past_key_values=self.cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            self.token = out.logits[:, -1].argmax(-1, keepdim=True)
+            _synchronize(self.device)
+            self.steps.append(time.perf_counter() - start)
+            del out
+
+    def finish(self, round_index: int, memory_before=None, peak_prefill=None, peak_decode=None) -> RunResult:
+        kv_end, kv_allocated = _kv_bytes(self.cache)
+        self.cache = None
+        decode_s = sum(self.steps)
+        batch = self.input_ids.shape[0]
+        return RunResult(
+            label=self.variant.label,
+            round=round_index,
+            step_s=decode_s / len(self.steps),
+            steps_s=self.steps,
+            tokens_per_s=batch * len(self.steps) / decode_s,
+            prefill_s=self.prefill_s,
+            ttft_s=self.ttft_s,
+            compress_s=self.timer.seconds if self.timer is not None else None,
+            kv_bytes=self.kv_bytes,
+            kv_bytes_end=kv_end,
+            kv_bytes_allocated=kv_allocated,
+            memory_before=memory_before,
+            peak_prefill=peak_prefill,
+            peak_decode=peak_decode,
+            report=_report_summary(self.report) if self.report is not None else None,
+        )
+
+
 def run_once(
     model: Any,
     variant: Variant,
@@ -225,75 +333,47 @@ def run_once(
     round_index: int,
     seed: int = 0,
 ) -> RunResult:
-    """Prefill (real or synthetic) and decode `new_tokens` steps for one variant."""
-    import plphp
-
-    device = model.device
-    batch, length = input_ids.shape
-    input_ids = input_ids.to(device)
+    """Prefill (real or synthetic) and decode `new_tokens` steps for one variant, alone, with its
+    peak memory: of the prefill, and of the decoding (reset after the prefill)."""
     memory_before = memory.reset()
-    session = plphp.apply(model, variant.policy) if variant.policy is not None else None
-    timer = _CompressTimer(session) if session is not None else None
-    prefill_s = ttft_s = None
-    with torch.inference_mode(), session if session is not None else _nothing():
-        _synchronize(device)
-        start = time.perf_counter()
-        if prefill == "real":
-            out = model(
-                input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=True, logits_to_keep=1
-            )
-            cache = out.past_key_values
-            _synchronize(device)
-            prefill_s = time.perf_counter() - start
-            token = out.logits[:, -1].argmax(-1, keepdim=True)
-            _synchronize(device)
-            ttft_s = time.perf_counter() - start
-            del out
-        else:
-            cache = _synthetic_prefill(model, session, input_ids, seed)
-            token = torch.full((batch, 1), int(input_ids[0, -1]), dtype=torch.long, device=device)
-        peak_prefill = memory.peak()
-        kv_bytes, _ = _kv_bytes(cache)
-        report = session.report if session is not None else None
-        memory.reset()
-        mask = torch.ones(batch, length + new_tokens, dtype=torch.long, device=device)
-        steps = []
-        for step in range(new_tokens):
-            _synchronize(device)
-            start = time.perf_counter()
-            out = model(
-                input_ids=token,
-                attention_mask=mask[:, : length + step + 1],
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            token = out.logits[:, -1].argmax(-1, keepdim=True)
-            _synchronize(device)
-            steps.append(time.perf_counter() - start)
-            del out
-        peak_decode = memory.peak()
-    kv_end, kv_allocated = _kv_bytes(cache)
-    del cache
+    run = _Run(model, variant, input_ids, new_tokens, prefill, seed)
+    run.prefill()
+    peak_prefill = memory.peak()
+    memory.reset()
+    for _ in range(new_tokens):
+        run.step()
+    peak_decode = memory.peak()
+    result = run.finish(round_index, memory_before, peak_prefill, peak_decode)
+    del run
     gc.collect()
-    decode_s = sum(steps)
-    return RunResult(
-        label=variant.label,
-        round=round_index,
-        step_s=decode_s / new_tokens,
-        steps_s=steps,
-        tokens_per_s=batch * new_tokens / decode_s,
-        prefill_s=prefill_s,
-        ttft_s=ttft_s,
-        compress_s=timer.seconds if timer is not None else None,
-        kv_bytes=kv_bytes,
-        kv_bytes_end=kv_end,
-        kv_bytes_allocated=kv_allocated,
-        memory_before=memory_before,
-        peak_prefill=peak_prefill,
-        peak_decode=peak_decode,
-        report=_report_summary(report) if report is not None else None,
-    )
+    return result
+
+
+def run_steps_interleaved(
+    model: Any,
+    variants: list[Variant],
+    input_ids: torch.Tensor,
+    new_tokens: int,
+    prefill: PrefillMode,
+    round_index: int,
+    seed: int = 0,
+) -> list[RunResult]:
+    """One round in which every variant's cache is live and decode steps alternate between variants
+    (A B C, C B A, ... per step), so that each step of each variant sees the same machine load.
+    Peak memory is not measured here (the caches are side by side); see `run_benchmark`."""
+    order = variants if round_index % 2 == 0 else variants[::-1]
+    runs = []
+    for variant in order:
+        run = _Run(model, variant, input_ids, new_tokens, prefill, seed)
+        run.prefill()
+        runs.append(run)
+    for step in range(new_tokens):
+        for run in runs if step % 2 == 0 else runs[::-1]:
+            run.step()
+    results = [run.finish(round_index) for run in runs]
+    del runs
+    gc.collect()
+    return results
 
 
 class _nothing:
@@ -321,7 +401,10 @@ def _report_summary(report: Any) -> dict[str, Any]:
 
 def kv_bytes_formula(report: Any) -> int | None:
     """KV bytes after compression from the budgets alone: per layer `2 · B · H_kv · slots · D · size`,
-    with `slots` the longest row's text + kept vision (pruned) or the prompt length (not pruned)."""
+    with `slots` the longest row's text + kept vision (pruned) or the prompt length (not pruned).
+
+    For an unpadded batch (the bench's workloads), where a sample's text is the prompt less its vision.
+    """
     if not report.layers:
         return None
     total = 0
@@ -369,30 +452,46 @@ def run_benchmark(
     bandwidth: Bandwidth,
     setup: dict[str, Any],
     warmup_tokens: int = 4,
+    interleave: Literal["steps", "runs"] = "steps",
     progress: Callable[[str], None] | None = None,
 ) -> BenchResult:
     """Warm each variant up once, then run `rounds` rounds, alternating the order (A B C, C B A, …)
-    so that a drift of a shared machine's load does not favour one variant."""
+    so that a drift of a shared machine's load does not favour one variant.
+
+    With `interleave="steps"` (default) every round holds all variants' caches at once and alternates
+    single decode steps between them; the peak memory of each variant then comes from its warm-up
+    run, which runs alone (prefill, then `warmup_tokens` decode steps). With `interleave="runs"`
+    each run is whole and alone, and measures its own peaks.
+    """
     from plphp.backends.adapters import find_adapter
     from plphp.registry import get_registry
 
     if rounds < 1:
         raise ConfigError(f"rounds: {rounds} is not allowed; it must be >= 1")
+    if interleave not in ("steps", "runs"):
+        raise ConfigError(f"interleave: {interleave!r} is not allowed; use 'steps' or 'runs'")
     adapter = find_adapter(model, get_registry().adapters())
     input_ids = build_input_ids(model, adapter, workload)
     memory = PeakMemory(model.device)
     result = BenchResult(setup={**setup, "memory_method": memory.method}, bandwidth=bandwidth, variants=variants)
     loads = []
+    result.setup["interleave"] = interleave
     for variant in variants:
         if progress:
             progress(f"warm-up {variant.label}")
-        run_once(model, variant, input_ids, min(warmup_tokens, workload.new_tokens), prefill, memory, -1)
+        warm = run_once(model, variant, input_ids, max(1, min(warmup_tokens, workload.new_tokens)), prefill, memory, -1)
+        result.warmups.append(warm)
     for index in range(rounds):
-        order = variants if index % 2 == 0 else variants[::-1]
-        for variant in order:
+        if interleave == "steps":
             if progress:
-                progress(f"round {index + 1}/{rounds}: {variant.label}")
-            result.runs.append(run_once(model, variant, input_ids, workload.new_tokens, prefill, memory, index))
+                progress(f"round {index + 1}/{rounds}: steps of all variants")
+            result.runs.extend(run_steps_interleaved(model, variants, input_ids, workload.new_tokens, prefill, index))
+        else:
+            order = variants if index % 2 == 0 else variants[::-1]
+            for variant in order:
+                if progress:
+                    progress(f"round {index + 1}/{rounds}: {variant.label}")
+                result.runs.append(run_once(model, variant, input_ids, workload.new_tokens, prefill, memory, index))
         loads.append(os.getloadavg()[0])
     result.setup["load_avg_1min_per_round"] = loads
     return result
@@ -411,7 +510,7 @@ def summary(result: BenchResult, weight_bytes: int) -> list[dict[str, Any]]:
     reference = result.runs_of(UNPRUNED)
     ref_step = statistics.median(r.step_s for r in reference) if reference else None
     ref_kv = reference[0].kv_bytes if reference else None
-    ref_peak = summarize([r.peak_decode for r in reference]) if reference else None
+    ref_peak = summarize([r.peak_decode for r in result.peak_runs_of(UNPRUNED)]) if reference else None
     bandwidth = result.bandwidth.read
     rows = []
     for variant in result.variants:
@@ -430,8 +529,8 @@ def summary(result: BenchResult, weight_bytes: int) -> list[dict[str, Any]]:
             "kv_bytes": runs[0].kv_bytes,
             "kv_bytes_end": runs[0].kv_bytes_end,
             "kv_bytes_allocated": runs[0].kv_bytes_allocated,
-            "peak_decode": summarize([r.peak_decode for r in runs]),
-            "peak_prefill": summarize([r.peak_prefill for r in runs]),
+            "peak_decode": summarize([r.peak_decode for r in result.peak_runs_of(variant.label)]),
+            "peak_prefill": summarize([r.peak_prefill for r in result.peak_runs_of(variant.label)]),
             "report": runs[0].report,
             "floor_step_s": floor_step_seconds(weight_bytes, runs[0].kv_bytes, bandwidth),
         }
@@ -439,15 +538,17 @@ def summary(result: BenchResult, weight_bytes: int) -> list[dict[str, Any]]:
             row["kv_bytes_match_report"] = row["kv_bytes"] == row["report"]["kv_bytes_after"]
             row["kv_bytes_match_formula"] = row["kv_bytes"] == row["report"]["kv_bytes_formula"]
         if ref_step is not None:
+            # Per decode step, the unpruned step of the same round and index over this one's.
             paired = [
-                a.step_s / b.step_s
-                for a in reference
-                for b in runs
-                if a.round == b.round and a.round >= 0 and variant.label != UNPRUNED
+                a / b
+                for ref_run in reference
+                for run in runs
+                if ref_run.round == run.round
+                for a, b in zip(ref_run.steps_s, run.steps_s)
             ]
             saved = ref_kv - runs[0].kv_bytes
             row["speedup"] = ref_step / step["median"]
-            row["speedup_paired_median"] = statistics.median(paired) if paired else 1.0
+            row["speedup_paired_median"] = statistics.median(paired)
             row["kv_saved_bytes"] = saved
             row["ideal_step_s"] = ideal_step_seconds(ref_step, saved, bandwidth)
             row["ideal_speedup"] = ideal_speedup(ref_step, saved, bandwidth)

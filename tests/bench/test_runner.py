@@ -25,18 +25,34 @@ def _variants():
     ]
 
 
-@pytest.mark.parametrize(("name", "prefill"), [("tiny-llava-onevision", "synthetic"), ("tiny-qwen2-vl", "real")])
-def test_every_variant_runs_interleaved_and_bytes_match_the_report(name, prefill, bandwidth):
+@pytest.mark.parametrize(
+    ("name", "prefill", "interleave"),
+    [("tiny-llava-onevision", "synthetic", "runs"), ("tiny-qwen2-vl", "real", "steps")],
+)
+def test_every_variant_runs_interleaved_and_bytes_match_the_report(name, prefill, interleave, bandwidth):
     model = build_shape_model(name)
     workload = Workload(batch=2, vision_tokens=30, text_tokens=6, images=2, new_tokens=3)
     seen = []
     result = run_benchmark(
-        model, _variants(), workload, prefill=prefill, rounds=2, bandwidth=bandwidth, setup={}, progress=seen.append
+        model,
+        _variants(),
+        workload,
+        prefill=prefill,
+        rounds=2,
+        bandwidth=bandwidth,
+        setup={},
+        interleave=interleave,
+        progress=seen.append,
     )
     assert seen[:3] == ["warm-up unpruned", "warm-up full", "warm-up plphp"]
-    assert seen[3:] == [f"round 1/2: {v}" for v in ("unpruned", "full", "plphp")] + [
-        f"round 2/2: {v}" for v in ("plphp", "full", "unpruned")
-    ]
+    if interleave == "runs":
+        assert seen[3:] == [f"round 1/2: {v}" for v in ("unpruned", "full", "plphp")] + [
+            f"round 2/2: {v}" for v in ("plphp", "full", "unpruned")
+        ]
+    else:
+        assert seen[3:] == ["round 1/2: steps of all variants", "round 2/2: steps of all variants"]
+        assert all(run.peak_decode is None for run in result.runs)
+        assert all(run.peak_decode is not None for run in result.warmups)
     rows = {row["label"]: row for row in summary(result, decode_weight_bytes(model))}
     assert all(len(result.runs_of(label)) == 2 for label in rows)
     assert all(len(run.steps_s) == 3 for run in result.runs)
@@ -47,6 +63,8 @@ def test_every_variant_runs_interleaved_and_bytes_match_the_report(name, prefill
         assert row["compress_s"]["median"] > 0
     assert pruned["kv_saved_bytes"] == unpruned["kv_bytes"] - pruned["kv_bytes"]
     assert pruned["ideal_speedup"] > 1.0 and full["ideal_speedup"] == 1.0
+    assert pruned["peak_decode"] is not None and "peak_decode_saved" in pruned
+    assert len([r for r in result.runs if r.label == "plphp"][0].steps_s) == 3
     assert (unpruned["prefill_s"] is None) == (prefill == "synthetic")
     if prefill == "real":
         assert unpruned["ttft_s"]["median"] >= unpruned["prefill_s"]["median"]
