@@ -83,6 +83,8 @@ def rich_table(rows: list[dict[str, Any]], title: str, caption: str) -> Table:
 def markdown(rows: list[dict[str, Any]], setup: dict[str, Any], notes: list[str]) -> str:
     """A Markdown page: the setup, the notes, and the table (median (min–max) over the runs)."""
     lines = ["# plphp bench", ""]
+    if setup.get("command"):
+        lines += ["```bash", setup["command"], "```", ""]
     lines += [f"- {note}" for note in notes]
     lines += ["", "| " + " | ".join(header for header, _ in COLUMNS) + " |"]
     lines.append("| " + " | ".join("---" for _ in COLUMNS) + " |")
@@ -105,11 +107,10 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = [row for row in rows if row.get("speedup") is not None]
+    reference = [row for row in rows if row["label"] == "unpruned"]
+    points = [row for row in rows if row.get("speedup") is not None and row["label"] != "unpruned"]
+    points.sort(key=_kept)
     xs = [_kept(row) for row in points]
-    order = sorted(range(len(points)), key=lambda i: xs[i])
-    xs = [xs[i] for i in order]
-    points = [points[i] for i in order]
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     left.plot(xs, [p["speedup"] for p in points], "o-", label="measured")
     left.plot(xs, [p["ideal_speedup"] for p in points], "s--", label="bandwidth model (ideal)")
@@ -118,8 +119,12 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     left.axhline(1.0, color="grey", linewidth=0.8)
     left.set_xlabel("vision KV kept (fraction, from the report)")
     left.set_ylabel("decode speedup vs unpruned")
+    right.plot(xs, [p["kv_bytes"] / 2**20 for p in points], "o-", label="plphp cache")
+    for row in reference:  # transformers' DynamicCache: the reference, drawn apart from the curve
+        left.plot([1.0], [1.0], "k*", markersize=9, label="unpruned (DynamicCache)")
+        right.plot([1.0], [row["kv_bytes"] / 2**20], "k*", markersize=9, label="unpruned (DynamicCache)")
     left.legend()
-    right.plot(xs, [p["kv_bytes"] / 2**20 for p in points], "o-")
+    right.legend()
     right.set_xlabel("vision KV kept (fraction, from the report)")
     right.set_ylabel("KV cache after prefill (MiB, real tensors)")
     figure.suptitle(title, fontsize=9)

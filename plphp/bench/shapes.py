@@ -185,7 +185,17 @@ def build_shape_model(
     from plphp.backends.tiny import build_tiny_model
 
     shape = get_shape(name)
-    return build_tiny_model(shape.arch, seed=0, dtype=dtype, device=device, **_overrides(shape, layers))
+    if name in TINY_SHAPES:
+        return build_tiny_model(shape.arch, seed=0, dtype=dtype, device=device, **_overrides(shape, layers))
+    from transformers import AutoModelForImageTextToText
+
+    # Built directly on the device in the target dtype: a 7B shape never exists in float32 on the host.
+    with torch.random.fork_rng(devices=[]), torch.device(device):
+        torch.manual_seed(0)
+        model = AutoModelForImageTextToText.from_config(
+            shape_config(name, layers), attn_implementation="sdpa", dtype=dtype
+        )
+    return model.eval()
 
 
 def shape_of_model(model: Any, name: str) -> ModelShape:
