@@ -301,5 +301,4 @@ def _check_policy_fixture():
 @pytest.fixture(name="tiny_vlm")
 def _tiny_vlm_fixture():
     """A function building (once) a tiny random model of a named architecture with test inputs."""
-    torch.set_num_threads(1)
     return tiny_vlm
