@@ -66,7 +66,7 @@ class CaseResult:
     vision_kv_reduction: float
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_vlm(architecture: str) -> TinyVLM:
     """Build (once per process) a tiny random model of `architecture` and its test inputs."""
     from plphp.backends.loading import chat_inputs
@@ -127,9 +127,14 @@ def check_components(policy: Policy, prompt: PromptInfo | None = None, seed: int
             raise PolicyCheckError(f"{who} returned {type(layer_stats).__name__}; expected LayerStats")
         scores, gamma = layer_stats.scores, layer_stats.vision_attention
         heads = scores.shape[1] if scores.dim() == 3 else None
-        if scores.dim() != 3 or heads not in (prompt.num_heads, prompt.num_kv_heads) or scores.shape[::2] != (
-            prompt.batch_size,
-            prompt.length,
+        if (
+            scores.dim() != 3
+            or heads not in (prompt.num_heads, prompt.num_kv_heads)
+            or scores.shape[::2]
+            != (
+                prompt.batch_size,
+                prompt.length,
+            )
         ):
             raise PolicyCheckError(
                 f"{who} returned scores of shape {tuple(scores.shape)}; expected [B={prompt.batch_size}, "

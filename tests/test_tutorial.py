@@ -72,5 +72,7 @@ def test_plphp_finds_the_tutorial_selector_by_name(installed):
         "print('coverage_topk' in r.components('selector'), 'plphp-coverage' in r.presets()); "
         "p = plphp.load_policy('coverage.yaml'); print(p.selector.name, p.selector.params.saliency)"
     )
-    loaded = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
     assert loaded.stdout.split() == ["True", "True", "coverage_topk", "0.3"], loaded.stderr
