@@ -153,3 +153,29 @@ def test_head_topk_and_shared_topk_agree_with_one_kv_head():
     stats = random_stats(prompt, 3)
     retention = torch.full((prompt.batch_size,), 0.4)
     assert torch.equal(HeadTopK().select(stats, retention, prompt, 0), SharedTopK().select(stats, retention, prompt, 0))
+
+
+@given(prompts(), st.integers(0, 10_000))
+def test_question_window_averages_the_text_after_the_last_image(prompt, seed):
+    from plphp.policies.last_token import observers, window_attention
+
+    generator = torch.Generator().manual_seed(seed)
+    query = torch.randn(prompt.batch_size, prompt.num_heads, prompt.length, 8, generator=generator)
+    key = torch.randn(prompt.batch_size, prompt.num_kv_heads, prompt.length, 8, generator=generator)
+    stats = LastTokenAttention(window="question").collect(query, key, prompt, 0, 8**-0.5)
+    full = window_attention(query, key, prompt.key_valid, prompt.length, 8**-0.5)  # every query, [B, H, L, L]
+    voting = observers(prompt, "question")
+    for b in range(prompt.batch_size):
+        vision = torch.nonzero(prompt.vision_mask[b]).flatten()
+        after = vision.max() + 1 if len(vision) else prompt.length - 1
+        voters = [p for p in range(int(after), prompt.length) if prompt.key_valid[b, p]] or [prompt.length - 1]
+        assert int(voting[b].sum()) == len(voters)
+        want = full[b, :, voters].mean(1)
+        torch.testing.assert_close(stats.scores[b], want, atol=1e-5, rtol=1e-5)
+
+
+def test_question_window_is_validated():
+    with pytest.raises(ConfigError, match="window"):
+        load_policy({"collector": {"name": "last_token", "window": "questions"}})
+    with pytest.raises(ConfigError, match="between 1 and 4096"):
+        load_policy({"collector": {"name": "last_token", "window": 0}})
