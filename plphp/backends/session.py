@@ -355,11 +355,11 @@ class Session:
         non-increasing, because dropped tokens never come back."""
         prompt = prefill.prompt
         nan = torch.full((prompt.batch_size,), float("nan"), device=prompt.vision_mask.device)
-        stats = [
-            LayerStats(s.scores, s.vision_attention.to(nan.device)) if (s := prefill.stats.get(i)) else None
-            for i in range(prompt.num_layers)
-        ]
-        stats = [s if s is not None else LayerStats(torch.zeros(0), nan) for s in stats]
+        unseen = LayerStats(scores=torch.zeros(0), vision_attention=nan)
+        stats = []
+        for idx in range(prompt.num_layers):
+            seen = prefill.stats.get(idx)
+            stats.append(LayerStats(seen.scores, seen.vision_attention.to(nan.device)) if seen else unseen)
         return self.policy.retention(stats, prompt).cummin(dim=0).values
 
     def _drop_tokens(self, prefill: _Prefill, layer_idx: int, target: torch.Tensor) -> None:
