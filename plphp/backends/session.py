@@ -260,21 +260,7 @@ class Session:
                 and budget != num_vision
             )
             if not prune:
-                kept = torch.tensor(num_vision, device=rates.device)[:, None].expand(-1, prompt.num_kv_heads)
-                report.layers.append(
-                    LayerReport(
-                        layer_idx=idx,
-                        pruned=False,
-                        retention=rates,
-                        budget=num_vision,
-                        kept=kept,
-                        kept_positions=None,
-                        vision_attention=stats[idx].vision_attention,
-                        kv_bytes_before=before,
-                        kv_bytes_after=before,
-                        physical_length=layer.keys.shape[-2] if layer.keys is not None else 0,
-                    )
-                )
+                report.layers.append(_whole_layer(idx, layer, rates, stats[idx].vision_attention, prompt))
                 continue
             local = prompt.to(layer.keys.device)
             ranking = stats[self._ranking_layer(idx)]
@@ -413,21 +399,7 @@ class Session:
             after = _nbytes(layer)
             present = drop.present.get(idx)
             if present is None:
-                kept = torch.tensor(num_vision, device=nan.device)[:, None].expand(-1, prompt.num_kv_heads)
-                report.layers.append(
-                    LayerReport(
-                        layer_idx=idx,
-                        pruned=False,
-                        retention=torch.ones_like(nan),
-                        budget=num_vision,
-                        kept=kept,
-                        kept_positions=None,
-                        vision_attention=gamma,
-                        kv_bytes_before=after,
-                        kv_bytes_after=after,
-                        physical_length=layer.keys.shape[-2] if layer.keys is not None else 0,
-                    )
-                )
+                report.layers.append(_whole_layer(idx, layer, torch.ones_like(nan), gamma, prompt))
                 continue
             vision = present & prompt.vision_mask
             positions, slot_valid = _positions(vision[:, None, :])
@@ -492,6 +464,26 @@ class Session:
             return None
         layer = cache.layers[layer_idx]
         return layer if isinstance(layer, PrunableLayer) else None
+
+
+def _whole_layer(
+    layer_idx: int, layer: Any, retention: torch.Tensor, vision_attention: torch.Tensor, prompt: PromptInfo
+) -> LayerReport:
+    """The report of a layer that kept every vision token."""
+    num_vision = prompt.num_vision.tolist()
+    nbytes = _nbytes(layer)
+    return LayerReport(
+        layer_idx=layer_idx,
+        pruned=False,
+        retention=retention,
+        budget=num_vision,
+        kept=torch.tensor(num_vision, device=retention.device)[:, None].expand(-1, prompt.num_kv_heads),
+        kept_positions=None,
+        vision_attention=vision_attention,
+        kv_bytes_before=nbytes,
+        kv_bytes_after=nbytes,
+        physical_length=layer.keys.shape[-2] if layer.keys is not None else 0,
+    )
 
 
 def _scatter_mask(keep: torch.Tensor, length: int) -> torch.Tensor:

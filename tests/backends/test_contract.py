@@ -22,9 +22,9 @@ import pytest
 import torch
 
 import plphp
-from plphp.backends.loading import chat_inputs
-from plphp.backends.tiny import ARCHITECTURES, build_tiny_model, build_tiny_processor, make_image
+from plphp.backends.tiny import ARCHITECTURES
 from plphp.stats import kept_count
+from plphp.testing import tiny_vlm
 
 DECODING = {
     "greedy": dict(do_sample=False),
@@ -38,19 +38,9 @@ TOLERANCE = {"eager": 1e-5, "sdpa": 3e-5}
 
 @pytest.fixture(scope="module", params=ARCHITECTURES)
 def bundle(request):
-    arch = request.param
-    model = build_tiny_model(arch, seed=0)
-    processor = build_tiny_processor(arch)
-    single = chat_inputs(processor, [("describe the picture", [make_image(64, 64, seed=1)])])
-    batch = chat_inputs(
-        processor,
-        [
-            ("compare the two pictures", [make_image(64, 96, seed=2), make_image(96, 64, seed=3)]),
-            ("what is this", [make_image(128, 96, seed=4)]),
-            ("say something about the weather", []),
-        ],
-    )
-    return arch, model, {"batch1": single, "batch3": batch}
+    # The conformance kit's models and inputs: batch1 (one image), batch3 (left padding; 2, 1, 0 images).
+    vlm = tiny_vlm(request.param)
+    return vlm.architecture, vlm.model, vlm.inputs
 
 
 def _generate(model, inputs, decoding, seed=0):
