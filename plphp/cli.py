@@ -1,4 +1,4 @@
-"""The `plphp` command line: `policies`, `run`, `demo`."""
+"""The `plphp` command line: `policies`, `run`, `eval`, `demo`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from plphp.errors import PlphpError
+from plphp.evaluation.command import eval_command
 
 app = typer.Typer(
     add_completion=False,
@@ -91,6 +92,9 @@ def run(
     console.print(report.table())
     if json_out is not None:
         json_out.write_text(json.dumps({"answers": answers, "report": report.to_dict()}, indent=2))
+
+
+app.command("eval")(eval_command)
 
 
 @app.command()
