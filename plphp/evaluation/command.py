@@ -38,7 +38,7 @@ def eval_command(
     batch_size: Annotated[int, typer.Option(min=1)] = 4,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="upper bound; a batch stops at its longest answer")] = 32,
     recall: Annotated[bool, typer.Option(help="measure attention recall (one more unpruned pass)")] = True,
-    arch: Annotated[str, typer.Option(help="tiny model architecture when no --model is given")] = "llava_onevision",
+    arch: Annotated[str, typer.Option(help="tiny model architecture when no --model is given")] = "qwen2_vl",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")] = "auto",
     dtype: Annotated[str, typer.Option(help="float32, float16, bfloat16, auto")] = "float32",
     overwrite: Annotated[bool, typer.Option(help="discard results already in --out instead of resuming")] = False,
