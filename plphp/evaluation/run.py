@@ -57,7 +57,7 @@ def evaluate(
     if policies is None:
         policies = default_policies()
     if not isinstance(policies, Mapping):
-        policies = {str(spec): spec for spec in policies}
+        policies = _named(policies)
     resolved = {name: load_policy(spec) for name, spec in policies.items()}
     out = Path(out_dir)
     if overwrite:
@@ -89,6 +89,15 @@ def evaluate(
         console.print(summary_table(summary))
         console.print(f"wrote {out / RESULTS}, {out / PLOT} and {out / RECORDS}")
     return results
+
+
+def _named(specs: Sequence[Any]) -> dict[str, Any]:
+    """Name each policy spec: a preset by its name, a policy file by its stem (its path if two clash)."""
+    labels = [Path(spec).stem if str(spec).endswith((".yaml", ".yml", ".toml")) else str(spec) for spec in specs]
+    named = {}
+    for label, spec in zip(labels, specs):
+        named[label if labels.count(label) == 1 else str(spec)] = spec
+    return named
 
 
 def _finished(out: Path, items: Sequence[EvalItem], policies: Mapping[str, Policy]) -> int:

@@ -237,3 +237,10 @@ def test_cli_runs_the_builtin_tasks_with_the_default_policies(tmp_path):
     for name in default_policies():
         assert name in result.stdout
     assert (tmp_path / "out" / "eval.png").is_file()
+
+
+def test_policy_files_are_named_by_their_stem_unless_two_clash():
+    from plphp.evaluation.run import _named
+
+    assert list(_named(["plphp", "configs/window8.yaml"])) == ["plphp", "window8"]
+    assert list(_named(["a/w.yaml", "b/w.yaml"])) == ["a/w.yaml", "b/w.yaml"]
