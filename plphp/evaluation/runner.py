@@ -214,49 +214,15 @@ def run_eval(
     for start in range(0, len(pending), settings.batch_size):
         batch = pending[start : start + settings.batch_size]
         inputs = build_inputs(processor, batch, model.device)
-        prompt_length = inputs["input_ids"].shape[1]
-        key_valid = inputs["attention_mask"].bool()
         needed = max(len(tokenizer(item.answer, add_special_tokens=False)["input_ids"]) for item in batch) + 1
         generation = {"max_new_tokens": min(needed, settings.max_new_tokens), "do_sample": False, "num_beams": 1}
         names = [name for name in policies if any((name, item.id) not in done for item in batch)]
         records: dict[str, list[dict[str, Any]]] = {}
         reports: dict[str, PruningReport | None] = {}
         for name in names:
-            clock = _DecodeClock(model)
-            try:
-                with torch.inference_mode(), apply(model, policies[name]) as session:
-                    output = model.generate(**inputs, **generation)
-            finally:
-                clock.close()
-            reports[name] = session.report
-            new_tokens = output[:, prompt_length:]
-            lengths = _answer_lengths(new_tokens, stop_ids)
-            before, after, kept_vision = _kv_bytes_per_sample(session.report, key_valid)
-            rows = []
-            for b, item in enumerate(batch):
-                prediction = tokenizer.decode(new_tokens[b, : lengths[b]], skip_special_tokens=True).strip()
-                rows.append(
-                    {
-                        "policy": name,
-                        "id": item.id,
-                        "kind": item.kind,
-                        "num_images": item.num_images,
-                        "question": item.question,
-                        "answer": item.answer,
-                        "prediction": prediction,
-                        "exact_match": exact_match(prediction, item.answer),
-                        "token_accuracy": token_accuracy(prediction, item.answer),
-                        "new_tokens": lengths[b],
-                        "kv_bytes_before": before[b],
-                        "kv_bytes_after": after[b],
-                        "vision_kv_kept": kept_vision[b],
-                        "decode_seconds_per_token": clock.seconds_per_token,
-                        "batch_size": len(batch),
-                        "recall": None,
-                        "recall_per_layer": None,
-                    }
-                )
-            records[name] = rows
+            records[name], reports[name] = _run_policy(
+                model, name, policies[name], batch, inputs, generation, tokenizer, stop_ids
+            )
         if settings.recall:
             _add_recall(model, adapter, inputs, generation, reports, records, stop_ids)
         with records_path.open("a") as handle:
@@ -271,6 +237,53 @@ def run_eval(
             on_batch(len(batch))
     wanted = {item.id for item in items}
     return [r for r in read_records(records_path) if r["id"] in wanted and r["policy"] in policies]
+
+
+def _run_policy(
+    model: Any,
+    name: str,
+    policy: Policy,
+    batch: Sequence[EvalItem],
+    inputs: Any,
+    generation: Mapping[str, Any],
+    tokenizer: Any,
+    stop_ids: set[int],
+) -> tuple[list[dict[str, Any]], PruningReport | None]:
+    """Generate one batch under one policy: a record per item (recall filled in later) and the report."""
+    clock = _DecodeClock(model)
+    try:
+        with torch.inference_mode(), apply(model, policy) as session:
+            output = model.generate(**inputs, **generation)
+    finally:
+        clock.close()
+    new_tokens = output[:, inputs["input_ids"].shape[1] :]
+    lengths = _answer_lengths(new_tokens, stop_ids)
+    before, after, kept_vision = _kv_bytes_per_sample(session.report, inputs["attention_mask"].bool())
+    rows = []
+    for b, item in enumerate(batch):
+        prediction = tokenizer.decode(new_tokens[b, : lengths[b]], skip_special_tokens=True).strip()
+        rows.append(
+            {
+                "policy": name,
+                "id": item.id,
+                "kind": item.kind,
+                "num_images": item.num_images,
+                "question": item.question,
+                "answer": item.answer,
+                "prediction": prediction,
+                "exact_match": exact_match(prediction, item.answer),
+                "token_accuracy": token_accuracy(prediction, item.answer),
+                "new_tokens": lengths[b],
+                "kv_bytes_before": before[b],
+                "kv_bytes_after": after[b],
+                "vision_kv_kept": kept_vision[b],
+                "decode_seconds_per_token": clock.seconds_per_token,
+                "batch_size": len(batch),
+                "recall": None,
+                "recall_per_layer": None,
+            }
+        )
+    return rows, session.report
 
 
 def _add_recall(
