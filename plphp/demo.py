@@ -41,6 +41,9 @@ def run_demo(
     """Build the tiny model, answer synthetic questions unpruned and pruned, print the report and
     the attention recall, and write the kept-patches PNG (`png=None`: no picture)."""
     resolved = load_policy(policy)
+    # A model this small runs fastest on one thread; a second one mostly waits (DESIGN.md §9: 28 s
+    # against 9 s for this demo on a loaded 2-core machine).
+    torch.set_num_threads(1)
     with console.status(f"building a tiny {arch} model (random weights)"):
         # 12 layers, so that the default start layer (2) leaves a representative share unpruned
         model = build_tiny_model(arch, seed=0, num_layers=12)

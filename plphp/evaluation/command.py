@@ -84,8 +84,11 @@ def eval_command(
 
 def _load(path: str | None, arch: str, device: str, dtype: str):
     if path is None:
+        import torch
+
         from plphp.backends.tiny import build_tiny_model, build_tiny_processor
 
+        torch.set_num_threads(1)  # a tiny model runs fastest on one thread (DESIGN.md §9)
         model = build_tiny_model(arch, seed=0, num_layers=12)
         return model, build_tiny_processor(arch), f"tiny {arch} (random weights, seed 0, 12 layers)"
     from plphp.backends.loading import load_model
