@@ -111,6 +111,12 @@ class RecallResult:
         per_layer = self.per_step.mean(-1)  # [T, B, layers]
         return (per_layer * weights).sum(0) / weights.sum(0)
 
+    def per_layer_head(self, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """`[layers, H]` mean over the (valid) steps and the samples, per layer and query head."""
+        weights = self._weights(valid)[:, :, None, None]
+        per_sample = (self.per_step * weights).sum(0) / weights.sum(0)  # [B, layers, H]
+        return per_sample.nanmean(0)
+
     def per_layer(self, valid: torch.Tensor | None = None) -> torch.Tensor:
         """`[layers]` mean over samples (those with at least one valid step)."""
         table = self.per_sample_layer(valid)

@@ -91,6 +91,7 @@ def test_full_is_one_pruning_is_below_and_tokens_are_unchanged(eager_model, batc
     assert bool(((pruned.per_step >= 0) & (pruned.per_step <= 1)).all())
     assert 0.0 < pruned.overall() < 1.0
     assert pruned.per_layer().shape == (4,) and bool((pruned.per_layer() < 1).all())
+    torch.testing.assert_close(pruned.per_layer_head().mean(-1), pruned.per_layer())
 
 
 def test_full_masks_measure_exactly_one(eager_model, batch):
