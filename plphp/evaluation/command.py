@@ -50,6 +50,7 @@ def eval_command(
     from plphp.evaluation.dataset import builtin_items, load_jsonl
     from plphp.evaluation.run import evaluate
     from plphp.evaluation.runner import EvalSettings
+    from plphp.policy import load_policy
 
     try:
         if dataset is not None:
@@ -58,6 +59,8 @@ def eval_command(
         else:
             items = builtin_items(num_items, seed=seed, kinds=task)
             dataset_name = f"built-in tasks (seed {seed}, {num_items} items, kinds {task or 'all'})"
+        for spec in policy or []:  # a typo in a policy name costs no model loading
+            load_policy(spec)
         with console.status(f"loading {model or 'a tiny ' + arch + ' model'}"):
             loaded, processor, model_name = _load(model, arch, device, dtype)
         settings = EvalSettings(batch_size=batch_size, max_new_tokens=max_new_tokens, recall=recall)
