@@ -51,11 +51,13 @@ def policies() -> None:
                 head = (kind, name, cls.summary()) if index == 0 else ("", "", "")
                 table.add_row(*head, param, default, allowed, (field.description or "") if field else "")
     console.print(table)
-    presets = Table(title="presets")
-    for column in ("preset", "description", "config"):
+    presets = Table(title="presets", show_lines=True)
+    for column in ("preset", "stage", "description", "config"):
         presets.add_column(column)
     for name, preset in sorted(registry.presets().items()):
-        presets.add_row(name, preset.description, json.dumps(dict(preset.config)))
+        description = preset.description + (f" [dim]({preset.reference})[/dim]" if preset.reference else "")
+        config = {k: v for k, v in preset.config.items() if k != "stage"}
+        presets.add_row(name, str(preset.config.get("stage", "decode")), description, json.dumps(config))
     console.print(presets)
     adapters = ", ".join(sorted({a for adapter in registry.adapters() for a in adapter.architectures}))
     console.print(f"[bold]model architectures:[/bold] {adapters}")

@@ -42,8 +42,19 @@ def test_policies_lists_components_presets_parameters_and_ranges():
         "<= 1.0",
         "gqa_reduce",
         "Qwen2VLForConditionalGeneration",
+        "shared_topk",
+        "adaptive_topk",
+        "snapkv",
+        "key_norm",
+        "pyramid_stages",
+        "withdraw",
+        "prefill",
     ):
         assert expected in out, expected
+    from plphp.registry import get_registry
+
+    for preset in get_registry().presets():
+        assert f"│ {preset} " in out, preset
 
 
 @pytest.fixture(scope="module")
