@@ -1,4 +1,4 @@
-"""The `plphp` command line: `policies`, `run`, `demo`, `bench`."""
+"""The `plphp` command line: `policies`, `run`, `eval`, `demo`, `bench`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from plphp.errors import PlphpError
+from plphp.evaluation.command import eval_command
 
 app = typer.Typer(
     add_completion=False,
@@ -50,11 +51,13 @@ def policies() -> None:
                 head = (kind, name, cls.summary()) if index == 0 else ("", "", "")
                 table.add_row(*head, param, default, allowed, (field.description or "") if field else "")
     console.print(table)
-    presets = Table(title="presets")
-    for column in ("preset", "description", "config"):
+    presets = Table(title="presets", show_lines=True)
+    for column in ("preset", "stage", "description", "config"):
         presets.add_column(column)
     for name, preset in sorted(registry.presets().items()):
-        presets.add_row(name, preset.description, json.dumps(dict(preset.config)))
+        description = preset.description + (f" [dim]({preset.reference})[/dim]" if preset.reference else "")
+        config = {k: v for k, v in preset.config.items() if k != "stage"}
+        presets.add_row(name, str(preset.config.get("stage", "decode")), description, json.dumps(config))
     console.print(presets)
     adapters = ", ".join(sorted({a for adapter in registry.adapters() for a in adapter.architectures}))
     console.print(f"[bold]model architectures:[/bold] {adapters}")
@@ -93,17 +96,23 @@ def run(
         json_out.write_text(json.dumps({"answers": answers, "report": report.to_dict()}, indent=2))
 
 
+app.command("eval")(eval_command)
+
+
 @app.command()
 def demo(
-    arch: Annotated[str, typer.Option(help="tiny architecture to build")] = "llava_onevision",
+    arch: Annotated[str, typer.Option(help="tiny architecture to build")] = "qwen2_vl",
     policy: Annotated[str, typer.Option(help="preset or policy file")] = "plphp",
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 24,
+    png: Annotated[Path, typer.Option(help="where to write the kept-patches picture")] = Path("plphp-demo.png"),
+    layer: Annotated[int | None, typer.Option(help="layer to picture (default: the most pruned)")] = None,
 ) -> None:
-    """Prune a small model built by the project (random weights, no downloads) and print the report."""
+    """Answer synthetic questions with a small model built by the project (random weights, no downloads),
+    unpruned and pruned; print the report and attention recall; picture the kept patches."""
     from plphp.demo import run_demo
 
     try:
-        run_demo(console, arch=arch, policy=policy, max_new_tokens=max_new_tokens)
+        run_demo(console, arch=arch, policy=policy, max_new_tokens=max_new_tokens, png=png, layer=layer)
     except PlphpError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None

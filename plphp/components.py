@@ -88,6 +88,9 @@ class Selector(Component):
     #: True when different heads may keep different tokens; such selectors cannot drive the
     #: prefill stage, where one keep-set must hold for the whole hidden-state sequence.
     per_head: ClassVar[bool] = True
+    #: True when heads of a layer may keep different counts (head-adaptive budgets, AdaKV); the
+    #: layer then keeps `H_kv · budget` entries over its heads, stored padded to its largest head.
+    head_budgets: ClassVar[bool] = False
 
     @abstractmethod
     def select(self, stats: LayerStats, retention: torch.Tensor, prompt: PromptInfo, layer_idx: int) -> torch.Tensor:
@@ -102,5 +105,7 @@ class Selector(Component):
         Returns:
             `[B, H_kv, k]` long: per sample and KV head the kept vision positions, ascending
                 and unique, padded with -1 at the end. Sample `b` keeps
-                `budget_per_sample(retention, prompt)[b]` in every head.
+                `budget_per_sample(retention, prompt)[b]` in every head (with `head_budgets`, that
+                many per head on average). A selector with `per_head = False` returns the same
+                row for every head.
         """

@@ -1,35 +1,56 @@
-"""`plphp demo`: prune a small model that the project builds itself (no downloads).
+"""`plphp demo`: synthetic grounded questions through a small model that the project builds itself.
 
-The model has a real architecture (LLaVA-OneVision by default) with random weights, so its answers
-are not meaningful; what the demo shows is the machinery: the same `generate()` call unpruned and
-pruned, the per-layer report, and the KV bytes saved.
+The model has a real architecture (Qwen2-VL by default) with random weights (no downloads), so its
+answers are not meaningful yet; a model trained on these tasks replaces it later. What the demo
+shows is the machinery: questions from `plphp.tasks` answered with and without pruning in one
+batch, the per-layer report, the attention recall of the kept entries, and a PNG of which image
+patches each KV head of one layer kept.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
 
+from plphp.backends.adapters import find_adapter
 from plphp.backends.loading import chat_inputs
+from plphp.backends.recall import RecallObserver, dropped_positions
 from plphp.backends.session import apply
-from plphp.backends.tiny import build_tiny_model, build_tiny_processor, make_image
+from plphp.backends.tiny import build_tiny_model, build_tiny_processor
 from plphp.policy import load_policy
+from plphp.registry import get_registry
+from plphp.report import PruningReport
+from plphp.tasks import make_tasks
+
+DEMO_KINDS = ("locate", "list_row", "compare")
 
 
-def run_demo(console: Console, arch: str = "llava_onevision", policy: str = "plphp", max_new_tokens: int = 24) -> None:
-    """Build the tiny model, generate unpruned and pruned, print answers and the report."""
+def run_demo(
+    console: Console,
+    arch: str = "qwen2_vl",
+    policy: str = "plphp",
+    max_new_tokens: int = 24,
+    png: str | Path | None = "plphp-demo.png",
+    layer: int | None = None,
+) -> None:
+    """Build the tiny model, answer synthetic questions unpruned and pruned, print the report and
+    the attention recall, and write the kept-patches PNG (`png=None`: no picture)."""
     resolved = load_policy(policy)
+    # A model this small runs fastest on one thread; a second one mostly waits (DESIGN.md §9: 28 s
+    # against 9 s for this demo on a loaded 2-core machine).
+    torch.set_num_threads(1)
     with console.status(f"building a tiny {arch} model (random weights)"):
         # 12 layers, so that the default start layer (2) leaves a representative share unpruned
         model = build_tiny_model(arch, seed=0, num_layers=12)
         processor = build_tiny_processor(arch)
-    samples = [
-        ("describe the two pictures", [make_image(96, 64, seed=1), make_image(64, 96, seed=2)]),
-        ("what is in the picture", [make_image(128, 96, seed=3)]),
-    ]
-    inputs = chat_inputs(processor, samples, model.device)
+    tasks = make_tasks(len(DEMO_KINDS), seed=0, kinds=DEMO_KINDS, max_images=3)
+    images = [task.images() for task in tasks]
+    inputs = chat_inputs(processor, [(task.question, pictures) for task, pictures in zip(tasks, images)], model.device)
     settings = {"max_new_tokens": max_new_tokens, "do_sample": False}
     console.print(f"[bold]model:[/bold] tiny {type(model).__name__}, {model.num_parameters() / 1e6:.2f} M parameters")
     console.print(f"[bold]policy:[/bold] {resolved.describe()}")
@@ -41,20 +62,130 @@ def run_demo(console: Console, arch: str = "llava_onevision", policy: str = "plp
         with apply(model, resolved) as session:
             pruned = model.generate(**inputs, **settings)
         pruned_seconds = time.perf_counter() - start
-    prompt_length = inputs["input_ids"].shape[1]
-    for index, (question, _) in enumerate(samples):
-        console.print(f"\n[bold]Q{index + 1}:[/bold] {question}")
-        console.print(f"  unpruned: {processor.decode(plain[index, prompt_length:], skip_special_tokens=True)}")
-        console.print(
-            f"  {resolved.name:>8}: {processor.decode(pruned[index, prompt_length:], skip_special_tokens=True)}"
-        )
     report = session.report
+    recall = _recall(model, inputs, report, settings)
+    prompt_length = inputs["input_ids"].shape[1]
+    console.print("[dim](random weights: the answers are not meant to be right yet)[/dim]")
+    for index, task in enumerate(tasks):
+        console.print(f"\n[bold]Q{index + 1}[/bold] ({len(task.scenes)} image(s)): {task.question}")
+        console.print(f"  reference: {task.answer}")
+        console.print(f"  unpruned:  {processor.decode(plain[index, prompt_length:], skip_special_tokens=True)}")
+        console.print(
+            f"  {resolved.name + ':':<10} {processor.decode(pruned[index, prompt_length:], skip_special_tokens=True)}"
+        )
     console.print()
     console.print(report.table())
     same = sum(bool(torch.equal(a, b)) for a, b in zip(plain, pruned))
     console.print(
         f"KV cache of the prompt: {report.kv_bytes_before:,} -> {report.kv_bytes_after:,} bytes "
         f"({report.kv_reduction:.1%} less); vision KV removed: {report.vision_kv_reduction:.1%}; "
-        f"{same}/{len(samples)} answers unchanged; wall time {plain_seconds:.2f}s unpruned, {pruned_seconds:.2f}s pruned "
+        f"{same}/{len(tasks)} answers unchanged; wall time {plain_seconds:.2f}s unpruned, {pruned_seconds:.2f}s pruned "
         "(a tiny model on CPU: times say nothing about speed-ups, see benchmarks/)"
     )
+    if recall is not None:
+        console.print(
+            f"attention recall: {recall:.3f} of the unpruned decoding steps' attention falls on the entries "
+            f"{resolved.name} keeps (1.0 = nothing it drops is looked at)"
+        )
+    if png is not None and report.layers:
+        chosen = layer if layer is not None else _most_pruned_layer(report)
+        adapter = find_adapter(model, get_registry().adapters())
+        title = f"{resolved.name} on a tiny {arch} model (random weights)"
+        path = kept_patches_figure(report, inputs, images, chosen, png, adapter, title=title)
+        console.print(f"wrote {path}: the image patches each KV head of layer {chosen} kept, per question and image")
+
+
+def _recall(model: Any, inputs: Any, report: PruningReport, settings: dict) -> float | None:
+    if not any(layer.pruned for layer in report.layers):
+        return None
+    adapter = find_adapter(model, get_registry().adapters())
+    masks = dropped_positions(report, adapter.vision_mask(inputs["input_ids"]), inputs["attention_mask"])
+    with torch.inference_mode(), RecallObserver(model, {"policy": masks}, adapter) as observer:
+        model.generate(**inputs, **settings)
+    return observer.results["policy"].overall()
+
+
+def _most_pruned_layer(report: PruningReport) -> int:
+    pruned = [layer for layer in report.layers if layer.pruned] or report.layers
+    return min(pruned, key=lambda layer: (float(layer.retention.mean()), layer.layer_idx)).layer_idx
+
+
+def _token_grid(count: int, grid_thw: torch.Tensor | None, merge: int) -> tuple[int, int]:
+    """(rows, cols) of an image's vision tokens: Qwen-style `grid_thw` merged patches when they
+    match, else a square, else a strip (any-resolution layouts with separator tokens)."""
+    if grid_thw is not None:
+        _, height, width = (int(v) for v in grid_thw)
+        if (height // merge) * (width // merge) == count:
+            return height // merge, width // merge
+    side = math.isqrt(count)
+    return (side, side) if side * side == count else (1, count)
+
+
+def kept_patches_figure(
+    report: PruningReport,
+    inputs: Any,
+    images: list[list[Any]],
+    layer: int,
+    path: str | Path,
+    adapter: Any,
+    title: str = "",
+) -> Path:
+    """Write a PNG of one layer's keep-sets: one row per KV head, one column per image of the batch;
+    dropped patches are dimmed.
+
+    Args:
+        report: the pruned run's report.
+        inputs: the processor's batch (input ids, and `image_grid_thw` for Qwen-style models).
+        images: the pictures of each sample, in batch order.
+        layer: the decoder layer to show.
+        path: where to write.
+        adapter: the model's adapter (vision positions and images).
+        title: first line of the figure's title (default: the policy's description).
+
+    Vision tokens are laid on the picture as a grid: Qwen-style merged patches (`image_grid_thw`),
+    else a square grid; images whose tokens form no grid (any-resolution tiles with separators)
+    are drawn as a strip of tokens.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    layer_report = report.layers[layer]
+    vision_mask = adapter.vision_mask(inputs["input_ids"]) & inputs["attention_mask"].bool()
+    segments = adapter.segment_ids(inputs["input_ids"], vision_mask)
+    heads = layer_report.kept.shape[1]
+    grid_thw = inputs.get("image_grid_thw")
+    merge = getattr(getattr(adapter.config, "vision_config", None), "spatial_merge_size", 1) or 1
+    columns = [(sample, index, image) for sample, pictures in enumerate(images) for index, image in enumerate(pictures)]
+    fig, axes = plt.subplots(heads, len(columns), figsize=(2.2 * max(len(columns), 2), 2.3 * heads), squeeze=False)
+    for column, (sample, index, image) in enumerate(columns):
+        image_positions = (segments[sample] == index).nonzero().flatten().tolist()
+        count = len(image_positions)
+        rows, cols = _token_grid(count, None if grid_thw is None else grid_thw[column], merge)
+        picture = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+        for head in range(heads):
+            if layer_report.kept_positions is None:
+                kept = set(image_positions)
+            else:
+                kept = {int(p) for p in layer_report.kept_positions[sample, head] if p >= 0}
+            keep = np.array([p in kept for p in image_positions[: rows * cols]], dtype=np.float32).reshape(rows, cols)
+            axis = axes[head, column]
+            if rows > 1:
+                block = (math.ceil(picture.shape[0] / rows), math.ceil(picture.shape[1] / cols))
+                scale = np.kron(keep, np.ones(block))[: picture.shape[0], : picture.shape[1], None]
+                axis.imshow(picture * (0.2 + 0.8 * scale))
+            else:
+                axis.imshow(keep, cmap="Greens", vmin=0, vmax=1, aspect="auto")
+            axis.set_title(f"Q{sample + 1} image {index + 1}, head {head}: {int(keep.sum())}/{rows * cols}", fontsize=7)
+            axis.set_xticks([])
+            axis.set_yticks([])
+    heading = title or report.policy
+    fig.suptitle(f"{heading}\nlayer {layer}: vision tokens kept per KV head (dropped patches dimmed)", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

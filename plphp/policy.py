@@ -52,6 +52,10 @@ class PolicyConfig(BaseModel):
     )
     start_layer: int = Field(0, ge=0, description="first decoder layer that is pruned (K)")
     end_layer: int | None = Field(None, ge=1, description="layer after the last pruned one; null = all")
+    rank_by: Literal["own_layer", "layer_before_start"] = Field(
+        "own_layer",
+        description="whose statistics rank a layer's tokens: its own (PLPHP) or those of layer K-1 for all (FastV)",
+    )
     collector: dict[str, Any] = Field(default_factory=lambda: {"name": "last_token"})
     allocator: dict[str, Any] = Field(default_factory=lambda: {"name": "uniform"})
     selector: dict[str, Any] = Field(default_factory=lambda: {"name": "head_topk"})
@@ -64,6 +68,14 @@ class PolicyConfig(BaseModel):
             spec = getattr(self, kind)
             if not isinstance(spec.get("name"), str):
                 raise ValueError(f"{kind} needs a 'name' (got {spec.get('name')!r})")
+        if self.start_layer == 0 and (self.stage == "prefill" or self.rank_by == "layer_before_start"):
+            why = "stage 'prefill' ranks" if self.stage == "prefill" else "rank_by 'layer_before_start' ranks"
+            raise ValueError(f"start_layer must be at least 1: {why} tokens by the statistics of the layer before")
+        if self.stage == "prefill" and self.end_layer is not None:
+            raise ValueError(
+                f"end_layer ({self.end_layer}) cannot be set with stage 'prefill': tokens dropped from the hidden "
+                "states do not come back"
+            )
         return self
 
 
@@ -75,9 +87,13 @@ class Policy:
         collector: scores vision tokens per layer and head during prefill.
         allocator: turns all layers' statistics into retention rates.
         selector: picks the kept vision tokens of each KV head.
-        stage: "decode" (compress the KV cache after prefill) or "prefill".
+        stage: "decode" (compress the KV cache after prefill) or "prefill" (drop tokens from the
+            hidden states from `start_layer` on).
         start_layer: layers before it are never pruned.
         end_layer: layers from it on are never pruned (None: no end).
+        rank_by: "own_layer" (each layer ranks tokens by its own statistics) or "layer_before_start"
+            (every pruned layer uses the statistics of layer `start_layer - 1`, as FastV does). The
+            prefill stage always ranks by the layer before each drop.
         name: preset name, or "custom".
     """
 
@@ -87,6 +103,7 @@ class Policy:
     stage: str = "decode"
     start_layer: int = 0
     end_layer: int | None = None
+    rank_by: str = "own_layer"
     name: str = "custom"
     config: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
@@ -114,7 +131,8 @@ class Policy:
         """One line naming the components and their parameters."""
         return (
             f"{self.name}: stage={self.stage}, layers {self.start_layer}..{self.end_layer or 'end'}, "
-            f"{self.collector!r}, {self.allocator!r}, {self.selector!r}"
+            + (f"rank_by={self.rank_by}, " if self.rank_by != "own_layer" else "")
+            + f"{self.collector!r}, {self.allocator!r}, {self.selector!r}"
         )
 
 
@@ -207,7 +225,7 @@ def policy_from_config(data: Mapping[str, Any]) -> Policy:
     collector = _build_component("collector", config.collector)
     allocator = _build_component("allocator", config.allocator)
     selector = _build_component("selector", config.selector)
-    if config.stage == "prefill" and selector.per_head:
+    if config.stage == "prefill" and (selector.per_head or selector.head_budgets):
         shared = sorted(n for n, c in get_registry().components("selector").items() if not c.per_head)
         raise ConfigError(
             f"policy.stage: 'prefill' drops tokens from the hidden states, so one keep-set must hold for all heads, "
@@ -221,6 +239,7 @@ def policy_from_config(data: Mapping[str, Any]) -> Policy:
         stage=config.stage,
         start_layer=config.start_layer,
         end_layer=config.end_layer,
+        rank_by=config.rank_by,
         name=config.preset or "custom",
         config=config.model_dump(),
     )

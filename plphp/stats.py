@@ -27,6 +27,8 @@ class PromptInfo:
         num_heads: query heads per layer.
         num_kv_heads: key/value heads per layer (`num_heads` is a multiple of it).
         head_dim: size of one head's key vector.
+        layer_range: `(start, end)` of the layers the policy prunes (`start ≤ l < end`); depth-aware
+            allocators (pyramids) spread their budget over it. None means all layers.
     """
 
     vision_mask: torch.Tensor
@@ -36,6 +38,7 @@ class PromptInfo:
     num_heads: int
     num_kv_heads: int
     head_dim: int
+    layer_range: tuple[int, int] | None = None
 
     def to(self, device: torch.device | str) -> PromptInfo:
         """The same prompt with its tensors on `device` (layers may live on different devices)."""
@@ -60,6 +63,12 @@ class PromptInfo:
     def num_vision(self) -> torch.Tensor:
         """`[B]` number of vision tokens per sample."""
         return self.vision_mask.sum(-1)
+
+    @property
+    def pruned_layers(self) -> range:
+        """The layers the policy prunes, clipped to the model's depth."""
+        start, end = self.layer_range or (0, self.num_layers)
+        return range(min(start, self.num_layers), min(end, self.num_layers))
 
     @property
     def group_size(self) -> int:
@@ -144,12 +153,19 @@ def pad_keep_indices(rows: list[list[torch.Tensor]], device: torch.device | str)
     return out
 
 
-def check_keep_indices(keep: torch.Tensor, prompt: PromptInfo, expected: list[int] | None, who: str) -> None:
+def check_keep_indices(
+    keep: torch.Tensor,
+    prompt: PromptInfo,
+    expected: list[int] | None,
+    who: str,
+    head_budgets: bool = False,
+) -> None:
     """Check a selector's output against the contract, raising `PolicyContractError` with what is wrong.
 
     The contract: `[B, H_kv, k]` long; per (sample, head) the valid entries come first, ascending and
     unique, each a vision position of that sample; -1 pads the rest; when `expected` is given,
-    sample `b` keeps exactly `expected[b]` tokens in every head.
+    sample `b` keeps exactly `expected[b]` tokens in every head, or, with `head_budgets` (heads
+    keep different counts), `H_kv · expected[b]` tokens over its heads together.
     """
     batch, kv_heads = prompt.batch_size, prompt.num_kv_heads
     if keep.dtype != torch.long or keep.dim() != 3 or tuple(keep.shape[:2]) != (batch, kv_heads):
@@ -168,7 +184,15 @@ def check_keep_indices(keep: torch.Tensor, prompt: PromptInfo, expected: list[in
     hits_vision = torch.gather(prompt.vision_mask[:, None, :].expand(-1, kv_heads, -1), 2, keep.clamp(min=0))
     if (valid & ~hits_vision).any():
         raise PolicyContractError(f"{who} returned a position that is not a vision token (text is never pruned)")
-    if expected is not None:
+    if expected is not None and head_budgets:
+        totals = valid.sum((1, 2))
+        want = torch.tensor(expected, device=keep.device) * kv_heads
+        if not torch.equal(totals, want):
+            raise PolicyContractError(
+                f"{who} kept {totals.tolist()} tokens per sample over its {kv_heads} KV heads; "
+                f"the layer budget is {want.tolist()}"
+            )
+    elif expected is not None:
         counts = valid.sum(-1)
         want = torch.tensor(expected, device=keep.device)[:, None].expand_as(counts)
         if not torch.equal(counts, want):

@@ -42,8 +42,19 @@ def test_policies_lists_components_presets_parameters_and_ranges():
         "<= 1.0",
         "gqa_reduce",
         "Qwen2VLForConditionalGeneration",
+        "shared_topk",
+        "adaptive_topk",
+        "snapkv",
+        "key_norm",
+        "pyramid_stages",
+        "withdraw",
+        "prefill",
     ):
         assert expected in out, expected
+    from plphp.registry import get_registry
+
+    for preset in get_registry().presets():
+        assert f"│ {preset} " in out, preset
 
 
 @pytest.fixture(scope="module")
@@ -109,10 +120,12 @@ def test_run_names_missing_images_and_fields(tmp_path, model_dir):
     assert result.returncode == 2 and "model: Field required" in result.stdout
 
 
-def test_demo_prints_a_report_with_the_bytes_saved():
-    result = plphp_cli("demo", "--max-new-tokens", "4")
+def test_demo_prints_a_report_with_the_bytes_saved_and_pictures_the_kept_patches(tmp_path):
+    result = plphp_cli("demo", "--max-new-tokens", "4", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "plphp report" in result.stdout and "bytes" in result.stdout and "vision KV removed" in result.stdout
+    assert "reference: row" in result.stdout and "attention recall" in result.stdout
+    assert (tmp_path / "plphp-demo.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_docs_build_strict(tmp_path):

@@ -116,6 +116,19 @@ def test_every_policy_config_in_configs_loads():
     assert plphp.load_policy(folder / "plphp.yaml").config == {**plphp.load_policy("plphp").config, "preset": None}
 
 
+def test_every_builtin_preset_has_a_config_file_that_matches_it():
+    from pathlib import Path
+
+    from plphp.policies.presets import PRESETS
+
+    folder = Path(__file__).resolve().parents[1] / "configs"
+    for preset in PRESETS:
+        path = folder / f"{preset.name}.yaml"
+        assert path.is_file(), f"configs/{preset.name}.yaml is missing"
+        loaded = {**plphp.load_policy(path).config, "preset": None}
+        assert loaded == {**plphp.load_policy(preset.name).config, "preset": None}, path.name
+
+
 def test_the_example_run_config_validates():
     from pathlib import Path
 

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from plphp.backends.prefill import gather_slots
 from plphp.errors import UnsupportedModelError
 from plphp.hookspecs import hookimpl
 
@@ -64,6 +65,31 @@ class ModelAdapter:
         """Per decoder layer, whether its cache may be pruned (sliding-window layers may not)."""
         layer_types = getattr(self.text_config, "layer_types", None) or ["full_attention"] * self.num_layers
         return [kind == "full_attention" for kind in layer_types]
+
+    def decoder_layers(self) -> list[torch.nn.Module]:
+        """The language model's decoder layers, in order."""
+        return list(self.model.get_decoder().layers)
+
+    def gather_positions(self, kwargs: dict[str, Any], slots: torch.Tensor) -> dict[str, Any]:
+        """A decoder layer's keyword inputs for a shrunk sequence (prefill stage).
+
+        Args:
+            kwargs: the keyword arguments the model passes to every decoder layer.
+            slots: `[B, S]` the prompt position each slot of the shrunk sequence holds.
+
+        Returns:
+            The per-position inputs (RoPE cos / sin, M-RoPE included, and position ids) gathered,
+            so every kept token keeps its original position; they replace those in `kwargs`.
+        """
+        out = {}
+        embeddings = kwargs.get("position_embeddings")
+        if embeddings is not None:
+            out["position_embeddings"] = tuple(gather_slots(t, slots, -2) for t in embeddings)
+        position_ids = kwargs.get("position_ids")
+        if isinstance(position_ids, torch.Tensor):
+            ids = position_ids if position_ids.dim() > 1 else position_ids[None]
+            out["position_ids"] = gather_slots(ids, slots, -1)
+        return out
 
     # -- vision tokens ---------------------------------------------------------------------------
     def vision_token_ids(self) -> list[int]:

@@ -7,27 +7,34 @@ group `plphp`. One component per file; add a file and list its class below.
 from __future__ import annotations
 
 from plphp.hookspecs import hookimpl
+from plphp.policies.adaptive_topk import AdaptiveTopK
 from plphp.policies.head_topk import HeadTopK
+from plphp.policies.key_norm import KeyNorm
 from plphp.policies.last_token import LastTokenAttention
 from plphp.policies.presets import PRESETS
+from plphp.policies.pyramid import Pyramid
+from plphp.policies.pyramid_stages import PyramidStages
 from plphp.policies.random_select import RandomSelector
+from plphp.policies.shared_topk import SharedTopK
+from plphp.policies.snapkv import SnapKV
 from plphp.policies.uniform import Uniform
 from plphp.policies.vision_tiers import VisionTiers
+from plphp.policies.withdraw import Withdraw
 
 
 @hookimpl
 def plphp_collectors():
-    return [LastTokenAttention]
+    return [LastTokenAttention, SnapKV, KeyNorm]
 
 
 @hookimpl
 def plphp_allocators():
-    return [VisionTiers, Uniform]
+    return [VisionTiers, Uniform, Pyramid, PyramidStages, Withdraw]
 
 
 @hookimpl
 def plphp_selectors():
-    return [HeadTopK, RandomSelector]
+    return [HeadTopK, SharedTopK, AdaptiveTopK, RandomSelector]
 
 
 @hookimpl

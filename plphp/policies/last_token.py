@@ -1,14 +1,17 @@
 """Last-token attention collector (PLPHP, FastV).
 
 Scores every key by the attention it gets from the observation window: the last `window` prompt
-tokens (default 1, the last token, as in PLPHP arXiv 2502.14504 and FastV arXiv 2403.06764), and
-measures the vision attention mass `γ_l`. Costs one `window × L` product per head, never `L × L`.
+tokens (default 1, the last token, as in PLPHP arXiv 2502.14504 and FastV arXiv 2403.06764), or,
+with `window: question`, every text token after the last image (the question and the template's
+tail). Measures the vision attention mass `γ_l`. Costs one `window × L` product per head, never `L × L`.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from plphp.components import Collector, Params
 from plphp.stats import LayerStats, PromptInfo
@@ -36,17 +39,46 @@ def window_attention(
     return torch.softmax(logits.masked_fill(~visible, float("-inf")), dim=-1).nan_to_num(0.0)
 
 
+def observers(prompt: PromptInfo, window: int | str) -> torch.Tensor:
+    """`[B, w]` bool: which of the last `w` prompt positions vote (padding never does).
+
+    `window` is a count of last tokens, or "question": the text tokens after each sample's last
+    vision token (the last token alone for a sample without one).
+    """
+    positions = torch.arange(prompt.length, device=prompt.key_valid.device)
+    if window == "question":
+        last_vision = torch.where(prompt.vision_mask, positions, -1).amax(-1)  # [B]
+        has_vision = (last_vision >= 0)[:, None]
+        voting = prompt.key_valid & (positions > last_vision[:, None]) & has_vision
+        voting[:, -1] |= prompt.key_valid[:, -1]
+        first = int(torch.where(voting, positions, prompt.length).amin())
+        return voting[:, first:]
+    width = min(int(window), prompt.length)
+    return prompt.key_valid[:, prompt.length - width :]
+
+
 class LastTokenAttention(Collector):
-    """Attention from the last `window` prompt tokens, averaged over the window."""
+    """Attention from the observation window (the last tokens, or the question), averaged over it."""
 
     name = "last_token"
 
     class Params(Params):
-        window: int = Field(1, ge=1, le=4096, description="observation window: last prompt tokens that vote")
+        window: int | Literal["question"] = Field(
+            1, description="observation window: a number of last prompt tokens (1 to 4096), or 'question'"
+        )
+
+        @field_validator("window")
+        @classmethod
+        def _range(cls, value):
+            if isinstance(value, int) and not 1 <= value <= 4096:
+                raise ValueError(f"window must be between 1 and 4096 tokens or 'question', got {value}")
+            return value
 
     def collect(self, query, key, prompt: PromptInfo, layer_idx: int, scaling: float) -> LayerStats:
-        probs = window_attention(query, key, prompt.key_valid, self.params.window, scaling)
-        voters = prompt.key_valid[:, -probs.shape[2] :].sum(-1).clamp(min=1)  # padding does not vote
+        voting = observers(prompt, self.params.window)  # [B, w]
+        probs = window_attention(query, key, prompt.key_valid, voting.shape[1], scaling)
+        probs = probs * voting[:, None, :, None]
+        voters = voting.sum(-1).clamp(min=1)
         scores = probs.sum(2) / voters[:, None, None]  # [B, H, L]
         vision_mass = (scores * prompt.vision_mask[:, None, :]).sum(-1)  # [B, H]
         return LayerStats(scores=scores, vision_attention=vision_mass.mean(1))

@@ -41,4 +41,110 @@ RANDOM = Preset(
     },
 )
 
-PRESETS = [PLPHP, FULL, RANDOM]
+FASTV = Preset(
+    name="fastv",
+    description="FastV: from layer K=2 the half of the vision tokens least attended by the last token leave prefill",
+    reference='Chen et al. 2024, "An Image is Worth 1/2 Tokens After Layer 2" (arXiv 2403.06764)',
+    config={
+        "stage": "prefill",
+        "start_layer": 2,
+        "collector": {"name": "last_token", "window": 1},
+        "allocator": {"name": "uniform", "retention": 0.5},
+        "selector": {"name": "shared_topk"},
+    },
+)
+
+FASTV_KV = Preset(
+    name="fastv-kv",
+    description="FastV's keep-set (ranked at layer K-1) applied to the KV cache of layers >= K; exact prefill",
+    reference='Chen et al. 2024, "An Image is Worth 1/2 Tokens After Layer 2" (arXiv 2403.06764)',
+    config={
+        "stage": "decode",
+        "start_layer": 2,
+        "rank_by": "layer_before_start",
+        "collector": {"name": "last_token", "window": 1},
+        "allocator": {"name": "uniform", "retention": 0.5},
+        "selector": {"name": "shared_topk"},
+    },
+)
+
+VTW = Preset(
+    name="vtw",
+    description="VTW: every vision token leaves the hidden states after half the depth",
+    reference="Lin et al. 2024, Boosting MLLMs with Visual Tokens Withdrawal for Rapid Inference (arXiv 2405.05803)",
+    config={
+        "stage": "prefill",
+        "start_layer": 1,
+        "collector": {"name": "last_token"},
+        "allocator": {"name": "withdraw", "after": 0.5},
+        "selector": {"name": "shared_topk"},
+    },
+)
+
+PYRAMIDDROP = Preset(
+    name="pyramiddrop",
+    description="PyramidDrop: each quarter of the depth keeps half the vision tokens of the one before (prefill)",
+    reference="Xing et al. 2024, PyramidDrop (arXiv 2410.17247)",
+    config={
+        "stage": "prefill",
+        "start_layer": 1,
+        "collector": {"name": "last_token"},
+        "allocator": {"name": "pyramid_stages", "boundaries": [0.25, 0.5, 0.75], "ratio": 0.5},
+        "selector": {"name": "shared_topk"},
+    },
+)
+
+SNAPKV = Preset(
+    name="snapkv",
+    description="SnapKV: pooled attention of the last 32 prompt tokens, per-head top-k, 30% of vision KV",
+    reference="Li et al. 2024, SnapKV (arXiv 2404.14469)",
+    config={
+        "stage": "decode",
+        "start_layer": 0,
+        "collector": {"name": "snapkv", "window": 32, "kernel": 7, "pooling": "max"},
+        "allocator": {"name": "uniform", "retention": 0.3},
+        "selector": {"name": "head_topk"},
+    },
+)
+
+PYRAMIDKV = Preset(
+    name="pyramidkv",
+    description="PyramidKV: SnapKV scores with budgets falling linearly with depth (mean 30%)",
+    reference="Cai et al. 2024, PyramidKV (arXiv 2406.02069)",
+    config={
+        "stage": "decode",
+        "start_layer": 0,
+        "collector": {"name": "snapkv", "window": 32, "kernel": 7, "pooling": "max"},
+        "allocator": {"name": "pyramid", "retention": 0.3, "spread": 0.5},
+        "selector": {"name": "head_topk"},
+    },
+)
+
+ADAKV = Preset(
+    name="adakv",
+    description="AdaKV: SnapKV scores, each layer's budget shared across heads by score (30% of vision KV)",
+    reference="Feng et al. 2024, Ada-KV (arXiv 2407.11550)",
+    config={
+        "stage": "decode",
+        "start_layer": 0,
+        "collector": {"name": "snapkv", "window": 32, "kernel": 7, "pooling": "max"},
+        "allocator": {"name": "uniform", "retention": 0.3},
+        "selector": {"name": "adaptive_topk", "safeguard": 0.2},
+    },
+)
+
+KNORM = Preset(
+    name="knorm",
+    description="Key norm: keep the vision keys with the smallest L2 norm per head (30%), no attention needed",
+    reference="Devoto et al. 2024, A Simple and Effective L2 Norm-Based Strategy for KV Cache Compression "
+    "(arXiv 2406.11430)",
+    config={
+        "stage": "decode",
+        "start_layer": 0,
+        "collector": {"name": "key_norm"},
+        "allocator": {"name": "uniform", "retention": 0.3},
+        "selector": {"name": "head_topk"},
+    },
+)
+
+PRESETS = [PLPHP, FULL, RANDOM, FASTV, FASTV_KV, VTW, PYRAMIDDROP, SNAPKV, PYRAMIDKV, ADAKV, KNORM]

@@ -10,6 +10,8 @@
   The eager pair holds the contract's 1e-5. The sdpa pair gets 3e-5: sdpa's CPU kernels sum in
   a different order with and without a mask, which alone moved logits by up to 1.1e-5 after six
   steps (Qwen2.5-VL, sampling), while the eager pair stayed below 3e-6.
+- The prefill stage (`fastv`) equals the same masked reference applied to all queries from layer K
+  on: in "mask" mode nothing leaves the hidden states, dropped keys are masked for every query.
 - Every pruned layer keeps exactly its budget; text is never dropped; KV bytes match the formula
   and the cache tensors.
 """
@@ -20,9 +22,9 @@ import pytest
 import torch
 
 import plphp
-from plphp.backends.loading import chat_inputs
-from plphp.backends.tiny import ARCHITECTURES, build_tiny_model, build_tiny_processor, make_image
+from plphp.backends.tiny import ARCHITECTURES
 from plphp.stats import kept_count
+from plphp.testing import tiny_vlm
 
 DECODING = {
     "greedy": dict(do_sample=False),
@@ -36,19 +38,9 @@ TOLERANCE = {"eager": 1e-5, "sdpa": 3e-5}
 
 @pytest.fixture(scope="module", params=ARCHITECTURES)
 def bundle(request):
-    arch = request.param
-    model = build_tiny_model(arch, seed=0)
-    processor = build_tiny_processor(arch)
-    single = chat_inputs(processor, [("describe the picture", [make_image(64, 64, seed=1)])])
-    batch = chat_inputs(
-        processor,
-        [
-            ("compare the two pictures", [make_image(64, 96, seed=2), make_image(96, 64, seed=3)]),
-            ("what is this", [make_image(128, 96, seed=4)]),
-            ("say something about the weather", []),
-        ],
-    )
-    return arch, model, {"batch1": single, "batch3": batch}
+    # The conformance kit's models and inputs: batch1 (one image), batch3 (left padding; 2, 1, 0 images).
+    vlm = tiny_vlm(request.param)
+    return vlm.architecture, vlm.model, vlm.inputs
 
 
 def _generate(model, inputs, decoding, seed=0):
@@ -92,8 +84,14 @@ def test_full_is_bit_identical_to_plain_generate(bundle, inputs_name, decoding, 
 
 @pytest.mark.parametrize(
     "policy",
-    ["plphp", "random", {"preset": "plphp", "start_layer": 0, "allocator": {"retention": 0.2, "delta": 0.2}}],
-    ids=["plphp", "random", "plphp-all-layers"],
+    [
+        "plphp",
+        "random",
+        {"preset": "plphp", "start_layer": 0, "allocator": {"retention": 0.2, "delta": 0.2}},
+        "fastv",
+        "adakv",
+    ],
+    ids=["plphp", "random", "plphp-all-layers", "fastv-prefill-stage", "adakv-head-budgets"],
 )
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("decoding", list(DECODING))
@@ -103,12 +101,16 @@ def test_pruning_equals_the_masked_reference(bundle, inputs_name, decoding, poli
     pruned, report = _run(model, inputs[inputs_name], decoding, policy, attn=attn)
     reference, ref_report = _run(model, inputs[inputs_name], decoding, policy, materialize="mask", attn=attn)
     assert torch.equal(pruned.sequences, reference.sequences)
+    # Head-adaptive budgets give every head its own row length, so eager sums in yet another
+    # order: measured up to 1.05e-5 after six steps (LLaVA-NeXT, sampling), hence 2e-5 there.
+    tolerance = TOLERANCE[attn] * (2 if policy == "adakv" else 1)
     for step, (a, b) in enumerate(zip(pruned.logits, reference.logits)):
-        torch.testing.assert_close(a, b, atol=TOLERANCE[attn], rtol=0, msg=lambda m, s=step: f"decode step {s}: {m}")
+        torch.testing.assert_close(a, b, atol=tolerance, rtol=0, msg=lambda m, s=step: f"decode step {s}: {m}")
     assert any(layer.pruned for layer in report.layers), "the policy pruned nothing: the test would prove nothing"
     if decoding == "greedy":
         plain, _ = _run(model, inputs[inputs_name], decoding, attn=attn)
-        assert torch.equal(plain.logits[0], pruned.logits[0]), "prefill is exact: the first token is unchanged"
+        if report.stage == "decode":
+            assert torch.equal(plain.logits[0], pruned.logits[0]), "prefill is exact: the first token is unchanged"
         changed = max((a - b).abs().max().item() for a, b in zip(plain.logits[1:], pruned.logits[1:]))
         assert changed > 1e-4, "pruning left every decode step unchanged: the comparison would prove nothing"
     for mine, ref in zip(report.layers, ref_report.layers):

@@ -1,0 +1,32 @@
+"""`plphp eval`: several policies side by side on one dataset — accuracy, KV bytes, decode time and
+attention recall — as JSON, a table and a plot. See docs/evaluation.md.
+
+Submodules load on first use, so that the command line starts without importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DatasetError": "dataset",
+    "EvalItem": "dataset",
+    "builtin_items": "dataset",
+    "load_jsonl": "dataset",
+    "EvalSettings": "runner",
+    "run_eval": "runner",
+    "default_policies": "run",
+    "evaluate": "run",
+    "plot_summary": "summary",
+    "summarize": "summary",
+    "summary_table": "summary",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"plphp.evaluation.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'plphp.evaluation' has no attribute {name!r}")

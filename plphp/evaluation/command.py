@@ -1,0 +1,103 @@
+"""The `plphp eval` command (registered by `plphp.cli`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from plphp.errors import PlphpError
+
+console = Console()
+
+
+def eval_command(
+    model: Annotated[
+        str | None,
+        typer.Option(help="hub id or local directory written by save_pretrained; default: a tiny model built here"),
+    ] = None,
+    dataset: Annotated[
+        Path | None,
+        typer.Option(help="JSONL of {images, question, answer}, images relative to it; default: built-in tasks"),
+    ] = None,
+    policy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--policy", "-p", help="preset or policy file, repeatable; default: full, plphp, random (+ fastv)"
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="output folder: items.jsonl, results.json, eval.png")] = Path("eval-out"),
+    num_items: Annotated[int, typer.Option(min=1, help="built-in tasks: how many")] = 20,
+    seed: Annotated[int, typer.Option(min=0, help="built-in tasks: seed")] = 0,
+    task: Annotated[
+        list[str] | None,
+        typer.Option("--task", help="built-in tasks: kind, repeatable (locate, identify, count, list_row, compare)"),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 4,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="upper bound; a batch stops at its longest answer")] = 32,
+    recall: Annotated[bool, typer.Option(help="measure attention recall (one more unpruned pass)")] = True,
+    arch: Annotated[str, typer.Option(help="tiny model architecture when no --model is given")] = "qwen2_vl",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")] = "auto",
+    dtype: Annotated[str, typer.Option(help="float32, float16, bfloat16, auto")] = "float32",
+    overwrite: Annotated[bool, typer.Option(help="discard results already in --out instead of resuming")] = False,
+) -> None:
+    """Evaluate several policies side by side: accuracy, KV bytes, decode time, attention recall.
+
+    Results are appended to OUT/items.jsonl as batches finish; rerunning the same command resumes.
+    """
+    from plphp.evaluation.dataset import builtin_items, load_jsonl
+    from plphp.evaluation.run import evaluate
+    from plphp.evaluation.runner import EvalSettings
+    from plphp.policy import load_policy
+
+    try:
+        if dataset is not None:
+            items = load_jsonl(dataset)
+            dataset_name = str(dataset.resolve())
+        else:
+            items = builtin_items(num_items, seed=seed, kinds=task)
+            dataset_name = f"built-in tasks (seed {seed}, {num_items} items, kinds {task or 'all'})"
+        for spec in policy or []:  # a typo in a policy name costs no model loading
+            load_policy(spec)
+        with console.status(f"loading {model or 'a tiny ' + arch + ' model'}"):
+            loaded, processor, model_name = _load(model, arch, device, dtype)
+        settings = EvalSettings(batch_size=batch_size, max_new_tokens=max_new_tokens, recall=recall)
+        evaluate(
+            loaded,
+            processor,
+            items,
+            policies=policy or None,
+            out_dir=out,
+            settings=settings,
+            run_info={"model": model_name, "dataset": dataset_name},
+            console=console,
+            overwrite=overwrite,
+        )
+    except PlphpError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        if (out / "items.jsonl").is_file():
+            console.print(f"results finished so far are kept in {out / 'items.jsonl'}; rerun to continue")
+        raise typer.Exit(2) from None
+    except ValueError as exc:  # bad task kinds and the like
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _load(path: str | None, arch: str, device: str, dtype: str):
+    if path is None:
+        import torch
+
+        from plphp.backends.tiny import build_tiny_model, build_tiny_processor
+
+        torch.set_num_threads(1)  # a tiny model runs fastest on one thread (DESIGN.md §9)
+        model = build_tiny_model(arch, seed=0, num_layers=12)
+        return model, build_tiny_processor(arch), f"tiny {arch} (random weights, seed 0, 12 layers)"
+    from plphp.backends.loading import load_model
+    from plphp.runconfig import ModelSection
+    from plphp.validation import validate
+
+    section = validate(ModelSection, {"path": path, "device": device, "dtype": dtype}, "model")
+    model, processor = load_model(section)
+    return model, processor, path

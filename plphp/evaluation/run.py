@@ -1,0 +1,107 @@
+"""`evaluate`: run, summarize, and write `results.json`, `eval.png`; `default_policies`."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from plphp.evaluation.dataset import EvalItem
+from plphp.evaluation.runner import RECORDS, EvalSettings, check_settings, run_eval
+from plphp.evaluation.summary import plot_summary, summarize, summary_table
+from plphp.policy import Policy, load_policy
+from plphp.registry import get_registry
+
+RESULTS = "results.json"
+PLOT = "eval.png"
+
+
+def default_policies() -> list[str]:
+    """`full`, `plphp`, `random`, and `fastv` when a preset of that name is registered."""
+    names = ["full", "plphp", "random"]
+    if "fastv" in get_registry().presets():
+        names.append("fastv")
+    return names
+
+
+def evaluate(
+    model: Any,
+    processor: Any,
+    items: Sequence[EvalItem],
+    policies: Sequence[str] | Mapping[str, Policy | str | dict] | None = None,
+    out_dir: str | os.PathLike = "eval-out",
+    settings: EvalSettings | None = None,
+    run_info: Mapping[str, Any] | None = None,
+    console: Any = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Evaluate policies on items; write `items.jsonl`, `results.json` and `eval.png` into `out_dir`.
+
+    Args:
+        model: a supported vision-language model.
+        processor: its processor.
+        items: the dataset (`builtin_items` or `load_jsonl`).
+        policies: preset names / policy files, or name -> policy; `default_policies()` when None.
+        out_dir: output folder; finished items already there are skipped (resume).
+        settings: batch size, token budget, recall.
+        run_info: what identifies the run (model, dataset); a folder written with other values is refused.
+        console: a rich console for the progress bar and the table (None: silent).
+        overwrite: discard earlier results in `out_dir`.
+
+    Returns:
+        The content of `results.json`: `{"settings": ..., "policies": {name: figures}}`.
+    """
+    settings = settings or EvalSettings()
+    if policies is None:
+        policies = default_policies()
+    if not isinstance(policies, Mapping):
+        policies = _named(policies)
+    resolved = {name: load_policy(spec) for name, spec in policies.items()}
+    out = Path(out_dir)
+    if overwrite:
+        for name in (RECORDS, RESULTS, PLOT, "settings.json"):
+            (out / name).unlink(missing_ok=True)
+    info = {**(run_info or {}), "max_new_tokens": settings.max_new_tokens}
+    check_settings(out, info)
+    if console is not None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(
+            TextColumn("[bold]eval[/bold]"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console
+        ) as progress:
+            task = progress.add_task("items", total=len(items))
+            done_before = _finished(out, items, resolved)
+            progress.update(task, completed=done_before)
+            records = run_eval(model, processor, items, resolved, out, settings, lambda n: progress.advance(task, n))
+    else:
+        records = run_eval(model, processor, items, resolved, out, settings)
+    summary = summarize(records, list(resolved))
+    results = {
+        "settings": {**info, "batch_size": settings.batch_size, "recall": settings.recall, "items": len(items)},
+        "policies": summary,
+        "describe": {name: policy.describe() for name, policy in resolved.items()},
+    }
+    (out / RESULTS).write_text(json.dumps(results, indent=2))
+    plot_summary(summary, out / PLOT, title=f"plphp eval: {info.get('model', 'model')}, {len(items)} items")
+    if console is not None:
+        console.print(summary_table(summary))
+        console.print(f"wrote {out / RESULTS}, {out / PLOT} and {out / RECORDS}")
+    return results
+
+
+def _named(specs: Sequence[Any]) -> dict[str, Any]:
+    """Name each policy spec: a preset by its name, a policy file by its stem (its path if two clash)."""
+    labels = [Path(spec).stem if str(spec).endswith((".yaml", ".yml", ".toml")) else str(spec) for spec in specs]
+    named = {}
+    for label, spec in zip(labels, specs):
+        named[label if labels.count(label) == 1 else str(spec)] = spec
+    return named
+
+
+def _finished(out: Path, items: Sequence[EvalItem], policies: Mapping[str, Policy]) -> int:
+    from plphp.evaluation.runner import read_records
+
+    done = {(r["policy"], r["id"]) for r in read_records(out / RECORDS)}
+    return sum(all((name, item.id) in done for name in policies) for item in items)

@@ -1,0 +1,309 @@
+"""`plphp.testing`: check a pruning policy against plphp's correctness contract (DESIGN.md §6).
+
+What a researcher runs on a new policy::
+
+    from plphp.testing import check_policy
+
+    def test_my_policy():
+        check_policy({"preset": "plphp", "selector": {"name": "my_selector"}})
+
+`check_policy` first checks the components on random tensors (fast, precise messages), then runs
+the policy with `generate()` on tiny random models of every supported architecture, a single
+prompt and a left-padded batch of three with different image counts, and checks:
+
+- pruning ("prune") equals the masked reference ("mask") within the tolerance;
+- a decode-stage policy leaves the first token's logits exact (prefill is not pruned);
+- every pruned layer keeps its budget, kept positions are vision tokens, text stays whole;
+- the cache holds exactly the text plus the kept vision tokens, and its bytes match the report.
+
+Any failure raises `PolicyCheckError` naming the architecture, the batch and what is wrong. This
+module is also a pytest plugin (entry point `pytest11`): the fixtures `check_policy` and
+`tiny_vlm` are available in any test of a project that has plphp installed.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pytest
+import torch
+
+from plphp.errors import PlphpError
+from plphp.policy import Policy, load_policy
+from plphp.stats import LayerStats, PromptInfo, budget_per_sample, check_keep_indices
+
+#: Architectures the kit runs on by default (every built-in adapter).
+ARCHITECTURES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl")
+#: Maximum logit difference between "prune" and "mask" (float32, eager attention).
+TOLERANCE = 1e-5
+NEW_TOKENS = 4
+
+
+class PolicyCheckError(AssertionError):
+    """A policy broke the contract; the message says where and how."""
+
+
+@dataclass(frozen=True)
+class TinyVLM:
+    """A tiny random model of one architecture with its processor and two prepared inputs."""
+
+    architecture: str
+    model: Any
+    processor: Any
+    inputs: Mapping[str, Mapping[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """What `check_policy` measured on one (architecture, batch)."""
+
+    architecture: str
+    batch: str
+    max_logit_diff: float
+    vision_kv_reduction: float
+
+
+@functools.cache
+def tiny_vlm(architecture: str) -> TinyVLM:
+    """Build (once per process) a tiny random model of `architecture` and its test inputs."""
+    from plphp.backends.loading import chat_inputs
+    from plphp.backends.tiny import build_tiny_model, build_tiny_processor, make_image
+
+    model = build_tiny_model(architecture, seed=0)
+    processor = build_tiny_processor(architecture)
+    single = chat_inputs(processor, [("describe the picture", [make_image(64, 64, seed=1)])])
+    batch = chat_inputs(
+        processor,
+        [
+            ("compare the two pictures", [make_image(64, 96, seed=2), make_image(96, 64, seed=3)]),
+            ("what is this", [make_image(128, 96, seed=4)]),
+            ("say something about the weather", []),
+        ],
+    )
+    return TinyVLM(architecture, model, processor, {"batch1": single, "batch3": batch})
+
+
+# -- component checks on random tensors -----------------------------------------------------------
+
+
+def random_prompt(
+    batch: int = 3,
+    length: int = 40,
+    images: Sequence[Sequence[tuple[int, int]]] = (((3, 8), (14, 6)), ((5, 12),), ()),
+    padding: Sequence[int] = (0, 4, 9),
+    num_layers: int = 4,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    head_dim: int = 8,
+    layer_range: tuple[int, int] | None = None,
+) -> PromptInfo:
+    """A `PromptInfo` with images at given `(start, count)` spans and left padding per sample."""
+    vision = torch.zeros(batch, length, dtype=torch.bool)
+    segments = torch.full((batch, length), -1, dtype=torch.long)
+    valid = torch.ones(batch, length, dtype=torch.bool)
+    for b in range(batch):
+        valid[b, : padding[b]] = False
+        for image, (start, count) in enumerate(images[b]):
+            vision[b, padding[b] + start : padding[b] + start + count] = True
+            segments[b, padding[b] + start : padding[b] + start + count] = image
+    return PromptInfo(vision, segments, valid, num_layers, num_heads, num_kv_heads, head_dim, layer_range)
+
+
+def check_components(policy: Policy, prompt: PromptInfo | None = None, seed: int = 0) -> None:
+    """Run the policy's collector, allocator and selector on random tensors and check their outputs."""
+    prompt = prompt or random_prompt(layer_range=(policy.start_layer, policy.end_layer or 4))
+    generator = torch.Generator().manual_seed(seed)
+    shape = (prompt.batch_size, prompt.num_heads, prompt.length, prompt.head_dim)
+    stats = []
+    for layer in range(prompt.num_layers):
+        query = torch.randn(shape, generator=generator)
+        key = torch.randn(prompt.batch_size, prompt.num_kv_heads, prompt.length, prompt.head_dim, generator=generator)
+        layer_stats = policy.collector.collect(query, key, prompt, layer, prompt.head_dim**-0.5)
+        who = f"collector {policy.collector.name!r}"
+        if not isinstance(layer_stats, LayerStats):
+            raise PolicyCheckError(f"{who} returned {type(layer_stats).__name__}; expected LayerStats")
+        scores, gamma = layer_stats.scores, layer_stats.vision_attention
+        heads = scores.shape[1] if scores.dim() == 3 else None
+        if (
+            scores.dim() != 3
+            or heads not in (prompt.num_heads, prompt.num_kv_heads)
+            or scores.shape[::2]
+            != (
+                prompt.batch_size,
+                prompt.length,
+            )
+        ):
+            raise PolicyCheckError(
+                f"{who} returned scores of shape {tuple(scores.shape)}; expected [B={prompt.batch_size}, "
+                f"H={prompt.num_heads} or H_kv={prompt.num_kv_heads}, L={prompt.length}]"
+            )
+        if not torch.isfinite(scores[prompt.vision_mask[:, None, :].expand_as(scores)]).all():
+            raise PolicyCheckError(f"{who} returned scores that are not finite at vision positions")
+        if tuple(gamma.shape) != (prompt.batch_size,):
+            raise PolicyCheckError(f"{who} returned vision_attention of shape {tuple(gamma.shape)}; expected [B]")
+        stats.append(layer_stats)
+    try:
+        retention = policy.retention(stats, prompt)
+    except PlphpError as exc:
+        raise PolicyCheckError(str(exc)) from None
+    for layer in range(prompt.num_layers):
+        if not policy.prunes_layer(layer):
+            continue
+        who = f"selector {policy.selector.name!r} (layer {layer})"
+        budget = budget_per_sample(retention[layer], prompt)
+        keep = policy.selector.select(stats[layer], retention[layer], prompt, layer)
+        try:
+            check_keep_indices(keep, prompt, budget, who, head_budgets=policy.selector.head_budgets)
+        except PlphpError as exc:
+            raise PolicyCheckError(str(exc)) from None
+        if not policy.selector.per_head and not torch.equal(keep, keep[:, :1].expand_as(keep)):
+            raise PolicyCheckError(f"{who} declares per_head = False but kept different tokens in different heads")
+        again = policy.selector.select(stats[layer], retention[layer], prompt, layer)
+        if not torch.equal(keep, again):
+            raise PolicyCheckError(f"{who} is not deterministic: two calls on the same input kept different tokens")
+
+
+# -- model checks ------------------------------------------------------------------------------------
+
+
+def _generate(model: Any, inputs: Mapping[str, torch.Tensor], policy: Policy | None, materialize: str):
+    import plphp
+
+    def run():
+        with torch.inference_mode():
+            return model.generate(
+                **inputs,
+                do_sample=False,
+                max_new_tokens=NEW_TOKENS,
+                min_new_tokens=NEW_TOKENS,
+                output_logits=True,
+                return_dict_in_generate=True,
+            )
+
+    if policy is None:
+        return run(), None
+    with plphp.apply(model, policy, materialize=materialize) as session:
+        out = run()
+    return out, session.report
+
+
+def _check_report(report: Any, inputs: Mapping[str, torch.Tensor], policy: Policy, model: Any, where: str) -> None:
+    from plphp.backends.adapters import find_adapter
+    from plphp.registry import get_registry
+
+    adapter = find_adapter(model, get_registry().adapters())
+    valid = inputs["attention_mask"].bool()
+    vision = adapter.vision_mask(inputs["input_ids"]) & valid
+    text = (valid & ~vision).sum(-1)  # [B]
+    for layer in report.layers:
+        if not layer.pruned:
+            continue
+        at = f"{where}, layer {layer.layer_idx}"
+        keep = layer.kept_positions
+        kept_valid = keep >= 0
+        hits = torch.gather(vision[:, None, :].expand(-1, keep.shape[1], -1), 2, keep.clamp(min=0))
+        if (kept_valid & ~hits).any():
+            raise PolicyCheckError(f"{at}: a kept position is not a vision token")
+        counts = kept_valid.sum(-1)
+        if not torch.equal(counts, layer.kept.to(counts.device)):
+            raise PolicyCheckError(f"{at}: the report's kept counts {layer.kept.tolist()} differ from its positions")
+        budget = torch.tensor(layer.budget)
+        if policy.selector.head_budgets and policy.stage == "decode":
+            if not torch.equal(counts.sum(-1), budget * counts.shape[1]):
+                raise PolicyCheckError(f"{at}: kept {counts.sum(-1).tolist()} over the heads; budget {layer.budget}")
+        elif not torch.equal(counts, budget[:, None].expand_as(counts)):
+            raise PolicyCheckError(f"{at}: kept {counts.tolist()} per (sample, head); budget {layer.budget}")
+        # The cache holds every text token plus the kept vision tokens, padded to the longest row.
+        width = int((text[:, None] + counts).max())
+        if layer.physical_length != width:
+            raise PolicyCheckError(
+                f"{at}: the cache holds {layer.physical_length} slots per head, but text plus kept vision tokens "
+                f"need {width}: text was dropped or dropped tokens stayed"
+            )
+        element = torch.finfo(model.dtype).bits // 8
+        expected = 2 * keep.shape[0] * keep.shape[1] * width * adapter.head_dim * element
+        if layer.kv_bytes_after != expected:
+            raise PolicyCheckError(f"{at}: kv_bytes_after is {layer.kv_bytes_after}, the tensors need {expected}")
+
+
+def check_policy(
+    policy: str | Mapping[str, Any] | Policy,
+    architectures: Iterable[str] = ARCHITECTURES,
+    batches: Iterable[str] = ("batch1", "batch3"),
+    tolerance: float = TOLERANCE,
+    **overrides: Any,
+) -> list[CaseResult]:
+    """Check `policy` against the contract on tiny models; raise `PolicyCheckError` on the first failure.
+
+    Args:
+        policy: a preset name, a config dict or file, or a `Policy` (as `plphp.load_policy` takes).
+        architectures: which tiny architectures to run (default: all built-in ones).
+        batches: "batch1" (one image) and / or "batch3" (left padding; 2, 1 and 0 images).
+        tolerance: maximum logit difference between pruning and the masked reference.
+        **overrides: merged into the policy config.
+
+    Returns:
+        One `CaseResult` per (architecture, batch), with the measured difference and KV reduction.
+    """
+    resolved = load_policy(policy, **overrides)
+    check_components(resolved)
+    results = []
+    for architecture in architectures:
+        vlm = tiny_vlm(architecture)
+        model = vlm.model
+        model.set_attn_implementation({"text_config": "eager"})
+        try:
+            for batch in batches:
+                where = f"policy {resolved.name!r} ({resolved.stage} stage) on {architecture}, {batch}"
+                inputs = vlm.inputs[batch]
+                try:
+                    pruned, report = _generate(model, inputs, resolved, "prune")
+                    masked, _ = _generate(model, inputs, resolved, "mask")
+                except PlphpError as exc:
+                    raise PolicyCheckError(f"{where}: {exc}") from None
+                diff = max(float((a - b).abs().max()) for a, b in zip(pruned.logits, masked.logits, strict=True))
+                if diff > tolerance:
+                    raise PolicyCheckError(
+                        f"{where}: pruning differs from the masked reference by {diff:.2e} (tolerance {tolerance:.0e})"
+                    )
+                if not torch.equal(pruned.sequences, masked.sequences):
+                    raise PolicyCheckError(f"{where}: pruning generated other tokens than the masked reference")
+                if resolved.stage == "decode":
+                    plain, _ = _generate(model, inputs, None, "prune")
+                    first = float((plain.logits[0] - pruned.logits[0]).abs().max())
+                    if first > tolerance:
+                        raise PolicyCheckError(
+                            f"{where}: the first token's logits differ from the unpruned model by {first:.2e}; "
+                            "a decode-stage policy must leave prefill exact"
+                        )
+                _check_report(report, inputs, resolved, model, where)
+                results.append(CaseResult(architecture, batch, diff, report.vision_kv_reduction))
+        finally:
+            model.set_attn_implementation({"text_config": "sdpa"})
+    return results
+
+
+def with_stage(policy: str | Mapping[str, Any] | Policy, stage: str) -> Policy:
+    """`policy` run at another stage (a prefill-stage policy's keep-sets applied to the KV cache)."""
+    resolved = load_policy(policy)
+    config = dict(resolved.config, stage=stage, preset=None)
+    out = load_policy(config)
+    return replace(out, name=f"{resolved.name}@{stage}")
+
+
+# -- pytest plugin ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(name="check_policy")
+def _check_policy_fixture():
+    """The `check_policy` function, for tests of packages that add policies."""
+    return check_policy
+
+
+@pytest.fixture(name="tiny_vlm")
+def _tiny_vlm_fixture():
+    """A function building (once) a tiny random model of a named architecture with test inputs."""
+    return tiny_vlm
