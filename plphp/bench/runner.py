@@ -470,6 +470,13 @@ def run_benchmark(
         raise ConfigError(f"rounds: {rounds} is not allowed; it must be >= 1")
     if interleave not in ("steps", "runs"):
         raise ConfigError(f"interleave: {interleave!r} is not allowed; use 'steps' or 'runs'")
+    if prefill == "synthetic":
+        for variant in variants:
+            if variant.policy is not None and variant.policy.stage != "decode":
+                raise ConfigError(
+                    f"--prefill synthetic: policy {variant.label!r} acts in stage {variant.policy.stage!r}, "
+                    "so its prefill and cache come from the real prefill; use --prefill real for it"
+                )
     adapter = find_adapter(model, get_registry().adapters())
     input_ids = build_input_ids(model, adapter, workload)
     memory = PeakMemory(model.device)

@@ -112,3 +112,18 @@ def test_the_formula_counts_text_plus_the_longest_row_of_kept_vision():
 def test_bad_workloads_name_the_option(field, kwargs, message):
     with pytest.raises(ConfigError, match=message):
         Workload(**kwargs)
+
+
+def test_prefill_stage_policies_need_a_real_prefill(bandwidth):
+    model = build_shape_model("tiny-llava-onevision")
+    variants = [Variant(UNPRUNED), Variant("fastv", plphp.load_policy("fastv"))]
+    with pytest.raises(ConfigError, match="policy 'fastv' acts in stage 'prefill'.*use --prefill real"):
+        run_benchmark(
+            model,
+            variants,
+            Workload(batch=1, vision_tokens=8, text_tokens=4, new_tokens=1),
+            prefill="synthetic",
+            rounds=1,
+            bandwidth=bandwidth,
+            setup={},
+        )
