@@ -10,6 +10,7 @@ is an honest start for decode figures; the output says when it was used.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import platform
@@ -254,7 +255,7 @@ class _Run:
         self.ttft_s: float | None = None
 
     def _context(self):
-        return self.session if self.session is not None else _nothing()
+        return self.session if self.session is not None else contextlib.nullcontext()
 
     def prefill(self) -> None:
         batch, length = self.input_ids.shape
@@ -374,14 +375,6 @@ def run_steps_interleaved(
     del runs
     gc.collect()
     return results
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _report_summary(report: Any) -> dict[str, Any]:
