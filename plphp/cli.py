@@ -1,4 +1,4 @@
-"""The `plphp` command line: `policies`, `run`, `eval`, `demo`."""
+"""The `plphp` command line: `policies`, `run`, `eval`, `demo`, `bench`."""
 
 from __future__ import annotations
 
@@ -116,6 +116,15 @@ def demo(
     except PlphpError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+
+
+def _register_bench() -> None:
+    from plphp.bench.cli import bench
+
+    app.command(name="bench")(bench)
+
+
+_register_bench()
 
 
 def main() -> None:

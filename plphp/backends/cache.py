@@ -6,6 +6,10 @@ logical length (tokens seen) from `get_seq_length` so positions stay absolute, a
 length from `get_mask_sizes`. Where a slot can hold nothing real (left padding kept in an
 uncompressed layer, or the short rows of a batch whose samples keep different counts) it carries a
 validity mask, from which the backend builds the layer's own attention mask.
+
+The decode fast path: compression gathers the kept entries straight into a buffer with `GROWTH`
+spare slots (so the first decode steps copy nothing), and the one-query decode mask is kept per
+layer and extended by one slot per step instead of being rebuilt from the validity every step.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ class PrunableLayer(DynamicLayer):
         self.length = 0  # physical slots in use
         self.seen = 0  # logical tokens seen (absolute position of the next token)
         self.compressed = False
+        # One-query decode masks, `[B, 1 or heads, 1, capacity]`, keyed by (heads, dtype or None).
+        self._decode_masks: dict[tuple[int, torch.dtype | None], torch.Tensor] = {}
 
     # -- state -------------------------------------------------------------------------------
     @property
@@ -40,10 +46,13 @@ class PrunableLayer(DynamicLayer):
         """`[B, 1 or H_kv, length]` bool validity of the slots in use, or None when all are valid."""
         return None if self._valid_buffer is None else self._valid_buffer[..., : self.length]
 
-    def _set(self, keys: torch.Tensor, values: torch.Tensor, valid: torch.Tensor | None) -> None:
-        """Adopt exact-size tensors as the buffers (no copy)."""
+    def _set(
+        self, keys: torch.Tensor, values: torch.Tensor, valid: torch.Tensor | None, length: int | None = None
+    ) -> None:
+        """Adopt tensors as the buffers (no copy); the first `length` slots (default: all) are in use."""
         self._key_buffer, self._value_buffer, self._valid_buffer = keys, values, valid
-        self.length = keys.shape[-2]
+        self.length = keys.shape[-2] if length is None else length
+        self._decode_masks.clear()
         self._publish()
 
     def _publish(self) -> None:
@@ -67,6 +76,7 @@ class PrunableLayer(DynamicLayer):
         self._value_buffer = grow(self._value_buffer, None)
         if self._valid_buffer is not None:
             self._valid_buffer = grow(self._valid_buffer, True)
+        self._decode_masks.clear()
 
     # -- the CacheLayerMixin interface ---------------------------------------------------------
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
@@ -86,6 +96,8 @@ class PrunableLayer(DynamicLayer):
             self._value_buffer[:, :, self.length : end] = value_states
             if self._valid_buffer is not None:
                 self._valid_buffer[..., self.length : end] = True
+            for (_, dtype), mask in self._decode_masks.items():
+                mask[..., self.length : end] = True if dtype is None else 0
             self.length = end
             self._publish()
         self.seen += new
@@ -101,6 +113,7 @@ class PrunableLayer(DynamicLayer):
         self._key_buffer = self._value_buffer = self._valid_buffer = None
         self.length = self.seen = 0
         self.compressed = False
+        self._decode_masks.clear()
         super().reset()
 
     def crop(self, tokens_to_remove: int) -> None:
@@ -122,6 +135,7 @@ class PrunableLayer(DynamicLayer):
         self._value_buffer = index_fn(self._value_buffer[:, :, : self.length])
         if self._valid_buffer is not None:
             self._valid_buffer = index_fn(self._valid_buffer[..., : self.length])
+        self._decode_masks.clear()
         self._publish()
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
@@ -144,17 +158,22 @@ class PrunableLayer(DynamicLayer):
                 invalid slots may point anywhere).
             slot_valid: `[B, H_kv, n]` bool, False at slots that hold nothing (short rows).
         """
+        batch, kv_heads, kept = positions.shape
         head_dim = self.keys.shape[-1]
         index = positions[..., None].expand(-1, -1, -1, head_dim)
-        keys = self.keys.gather(2, index)
-        values = self.values.gather(2, index)
+        # Gather straight into buffers with room to grow: decoding then appends without a copy.
+        capacity = kept + GROWTH
+        keys = self.keys.new_empty(batch, kv_heads, capacity, head_dim)
+        values = self.values.new_empty(batch, kv_heads, capacity, head_dim)
+        torch.gather(self.keys, 2, index, out=keys[:, :, :kept])
+        torch.gather(self.values, 2, index, out=values[:, :, :kept])
         if bool(slot_valid.all()):
             valid = None
-        elif bool((slot_valid == slot_valid[:, :1]).all()):
-            valid = slot_valid[:, :1].clone()
         else:
-            valid = slot_valid.clone()
-        self._set(keys, values, valid)
+            rows = slot_valid[:, :1] if bool((slot_valid == slot_valid[:, :1]).all()) else slot_valid
+            valid = rows.new_ones(*rows.shape[:2], capacity)
+            valid[..., :kept] = rows
+        self._set(keys, values, valid, length=kept)
         self.compressed = True
 
     def restrict(self, keep_mask: torch.Tensor) -> None:
@@ -176,6 +195,8 @@ class PrunableLayer(DynamicLayer):
         valid = self.valid
         if valid is None and query_length == 1:
             return None
+        if query_length == 1:
+            return self._decode_mask(num_heads, dtype)
         batch = self.keys.shape[0]
         device = self.keys.device
         if valid is None:
@@ -189,3 +210,19 @@ class PrunableLayer(DynamicLayer):
         if dtype is None:
             return mask
         return torch.where(mask, torch.zeros((), dtype=dtype, device=device), torch.finfo(dtype).min)
+
+    def _decode_mask(self, num_heads: int, dtype: torch.dtype | None) -> torch.Tensor:
+        """The one-query mask `[B, 1 or num_heads, 1, length]`, a view of a per-layer buffer that
+        `update` extends by one visible slot per step (built once per compression or growth)."""
+        key = (num_heads, dtype)
+        mask = self._decode_masks.get(key)
+        if mask is None:
+            valid = self._valid_buffer[:, :, None, :]  # [B, Hv, 1, capacity]
+            if valid.shape[1] > 1 and valid.shape[1] != num_heads:
+                valid = valid.repeat_interleave(num_heads // valid.shape[1], dim=1)
+            if dtype is None:
+                mask = valid.clone()
+            else:
+                mask = torch.where(valid, torch.zeros((), dtype=dtype, device=valid.device), torch.finfo(dtype).min)
+            self._decode_masks[key] = mask
+        return mask[..., : self.length]

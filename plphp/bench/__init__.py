@@ -1,0 +1,11 @@
+"""`plphp bench`: decode speed, KV memory and prefill cost of pruning policies, side by side.
+
+The pieces, each usable on its own:
+
+- `shapes`: named model shapes with random weights (LLaVA-OneVision-Qwen2-0.5B / 7B, Qwen2-VL-2B / 7B).
+- `sweep`: `--sweep FIELD=START:STOP:STEP` parsing into policy variants.
+- `bandwidth`: the memory-bandwidth model (measured bandwidth, ideal pruned step, bytes-per-step floor).
+- `memory`: per-measurement peak memory (CUDA max allocated, or peak RSS with a reset on Linux).
+- `runner`: the interleaved measurement loop (synthetic or real prefill, then timed decoding).
+- `output`: rich table, JSON, Markdown and PNG.
+"""
