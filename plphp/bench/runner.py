@@ -393,8 +393,9 @@ def _report_summary(report: Any) -> dict[str, Any]:
 
 
 def kv_bytes_formula(report: Any) -> int | None:
-    """KV bytes after compression from the budgets alone: per layer `2 · B · H_kv · slots · D · size`,
-    with `slots` the longest row's text + kept vision (pruned) or the prompt length (not pruned).
+    """KV bytes after compression from the kept counts alone: per layer `2 · B · H_kv · slots · D · size`,
+    with `slots` the longest (sample, KV head) row's text + kept vision (pruned; with head-adaptive
+    budgets the layer is padded to its largest head) or the prompt length (not pruned).
 
     For an unpadded batch (the bench's workloads), where a sample's text is the prompt less its vision.
     """
@@ -406,7 +407,8 @@ def kv_bytes_formula(report: Any) -> int | None:
             continue
         per_slot = layer.kv_bytes_before // report.prompt_length  # 2 · B · H_kv · D · size
         if layer.pruned:
-            slots = max(report.prompt_length - n + b for n, b in zip(report.num_vision, layer.budget))
+            kept = layer.kept.amax(-1).tolist()  # the largest head of each sample
+            slots = max(report.prompt_length - n + k for n, k in zip(report.num_vision, kept))
         else:
             slots = report.prompt_length
         total += per_slot * slots

@@ -127,3 +127,17 @@ def test_prefill_stage_policies_need_a_real_prefill(bandwidth):
             bandwidth=bandwidth,
             setup={},
         )
+
+
+def test_the_formula_counts_the_padding_of_head_adaptive_budgets():
+    model = build_shape_model("tiny-llava-onevision")
+    from plphp.backends.adapters import find_adapter
+    from plphp.registry import get_registry
+
+    adapter = find_adapter(model, get_registry().adapters())
+    batch = build_input_ids(model, adapter, Workload(batch=2, vision_tokens=20, text_tokens=5, new_tokens=1))
+    with plphp.apply(model, "adakv") as session, torch.inference_mode():
+        model(input_ids=batch, use_cache=True)
+    report = session.report
+    assert any(bool((layer.kept != layer.kept[:, :1]).any()) for layer in report.layers), "heads kept equal counts"
+    assert kv_bytes_formula(report) == report.kv_bytes_after
