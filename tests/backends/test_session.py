@@ -143,12 +143,13 @@ def test_a_static_cache_is_refused_with_a_clear_message(qwen):
         model.generate(**inputs, max_new_tokens=2, cache_implementation="static")
 
 
+@pytest.mark.parametrize("policy", [{"preset": "plphp", "start_layer": 0}, {"preset": "fastv", "start_layer": 1}])
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_half_precision_models_prune_and_generate(attn):
+def test_half_precision_models_prune_and_generate(attn, policy):
     model = build_tiny_model("qwen2_vl", dtype=torch.bfloat16, attn_implementation=attn)
     processor = build_tiny_processor("qwen2_vl")
     inputs = chat_inputs(processor, [("compare", [make_image(64, 96), make_image(96, 64)]), ("what", [])])
-    with plphp.apply(model, "plphp", start_layer=0) as session, torch.inference_mode():
+    with plphp.apply(model, policy) as session, torch.inference_mode():
         out = model.generate(**inputs, max_new_tokens=4, num_beams=2)
     assert out.shape[0] == 2
     assert session.report.kv_bytes_after < session.report.kv_bytes_before
