@@ -19,14 +19,15 @@ With a prefill-stage policy (FastV, PyramidDrop, VTW), step 4 happens inside pre
 forward pre-hook on each decoder layer from `start_layer` on asks the selector, ranking by the
 previous layer's statistics, which vision tokens stay; the dropped ones leave the hidden states, and
 the layer gets the kept tokens' own RoPE positions and a mask for the shrunk sequence (see
-`plphp.backends.prefill`). Later layers' caches hold only the kept tokens.
+`plphp.backends.prefill_stage`, which `Session` mixes in, and `plphp.backends.prefill`). Later
+layers' caches hold only the kept tokens.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -35,8 +36,10 @@ from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from plphp.backends import attention as attn
 from plphp.backends.adapters import ModelAdapter, find_adapter
 from plphp.backends.cache import PrunableLayer
-from plphp.backends.prefill import TokenSequence, gather_slots
-from plphp.errors import ConfigError, PlphpError, PolicyContractError
+from plphp.backends.keepsets import keep_positions, layer_nbytes, scatter_mask, whole_layer_report
+from plphp.backends.prefill import TokenSequence
+from plphp.backends.prefill_stage import DropState, PrefillStageMixin
+from plphp.errors import ConfigError, PlphpError
 from plphp.policy import Policy, load_policy
 from plphp.registry import get_registry
 from plphp.report import LayerReport, PruningReport
@@ -48,32 +51,18 @@ Materialize = Literal["prune", "mask"]
 
 
 @dataclass
-class _Drop:
-    """Where a prefill-stage prefill stands: the sequence the next layer sees and what left it."""
-
-    sequence: TokenSequence
-    rate: torch.Tensor  # [B] share of each sample's vision tokens still present
-    retention: torch.Tensor | None = None  # [num_layers, B], non-increasing from start_layer on
-    first_layer: int | None = None  # the first layer that saw a shrunk sequence
-    source: torch.Tensor | None = None  # [B, S] old slot of each new slot, until the hidden states move
-    inputs: dict[str, Any] | None = None  # the layer inputs rebuilt for the current sequence
-    present: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [B, L] present positions
-    rates: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [B] share present
-
-
-@dataclass
 class _Prefill:
     prompt: PromptInfo
     cache: Cache
     stats: dict[int, LayerStats] = field(default_factory=dict)
     current: PromptInfo | None = None  # the prompt as the collector sees it (prefill stage: shrunk)
-    drop: _Drop | None = None
+    drop: DropState | None = None
 
     def __post_init__(self) -> None:
         self.current = self.current or self.prompt
 
 
-class Session:
+class Session(PrefillStageMixin):
     """An active pruning session on one model. Use through `plphp.apply`.
 
     Args:
@@ -222,7 +211,7 @@ class Session:
         self._prefill = _Prefill(prompt=prompt, cache=cache)
         if self.policy.stage == "prefill":
             rate = torch.ones(batch, device=input_ids.device)
-            self._prefill.drop = _Drop(sequence=TokenSequence.whole(key_valid), rate=rate)
+            self._prefill.drop = DropState(sequence=TokenSequence.whole(key_valid), rate=rate)
 
     def _empty_report(self, batch: int, length: int, num_vision: list[int], note: str) -> PruningReport:
         return PruningReport(
@@ -251,7 +240,7 @@ class Session:
             layer = prefill.cache.layers[idx]
             rates = retention[idx]
             budget = budget_per_sample(rates, prompt)
-            before = _nbytes(layer)
+            before = layer_nbytes(layer)
             prune = (
                 isinstance(layer, PrunableLayer)
                 and self._prunable[idx]
@@ -260,7 +249,7 @@ class Session:
                 and budget != num_vision
             )
             if not prune:
-                report.layers.append(_whole_layer(idx, layer, rates, stats[idx].vision_attention, prompt))
+                report.layers.append(whole_layer_report(idx, layer, rates, stats[idx].vision_attention, prompt))
                 continue
             local = prompt.to(layer.keys.device)
             ranking = stats[self._ranking_layer(idx)]
@@ -273,9 +262,9 @@ class Session:
                 head_budgets=self.policy.selector.head_budgets,
             )
             keep_mask = text.to(keep.device)[:, None, :].repeat(1, prompt.num_kv_heads, 1)
-            keep_mask |= _scatter_mask(keep, prompt.length)
+            keep_mask |= scatter_mask(keep, prompt.length)
             if self.materialize == "prune":
-                positions, slot_valid = _positions(keep_mask)
+                positions, slot_valid = keep_positions(keep_mask)
                 layer.compress(positions, slot_valid)
             else:
                 layer.restrict(keep_mask)
@@ -289,7 +278,7 @@ class Session:
                     kept_positions=keep,
                     vision_attention=stats[idx].vision_attention,
                     kv_bytes_before=before,
-                    kv_bytes_after=_nbytes(layer),
+                    kv_bytes_after=layer_nbytes(layer),
                     physical_length=layer.length,
                     scores=ranking.scores if self.record_scores else None,
                 )
@@ -301,129 +290,6 @@ class Session:
         if self.policy.rank_by == "layer_before_start" and layer_idx >= self.policy.start_layer:
             return self.policy.start_layer - 1
         return layer_idx
-
-    # -- prefill stage -----------------------------------------------------------------------------
-    def _before_layer(self, layer_idx: int, module, args, kwargs):
-        """Pre-hook of decoder layer `layer_idx` (prefill stage): drop tokens, shrink the inputs."""
-        prefill = self._prefill
-        if prefill is None or prefill.drop is None:
-            return None
-        drop = prefill.drop
-        if drop.retention is None:
-            drop.retention = self._prefill_retention(prefill)
-        target = drop.retention[layer_idx]
-        if bool((target < drop.rate).any()):
-            self._drop_tokens(prefill, layer_idx, target)
-        if drop.first_layer is None:
-            return None
-        if drop.inputs is None:
-            inputs = {"attention_mask": drop.sequence.attention_mask()}
-            if self.materialize == "prune":
-                inputs.update(self.adapter.gather_positions(kwargs, drop.sequence.index))
-            drop.inputs = inputs
-        kwargs = {**kwargs, **drop.inputs}
-        if drop.source is not None:  # the layer where tokens leave: move the hidden states
-            if args:
-                args = (gather_slots(args[0], drop.source, 1), *args[1:])
-            else:
-                kwargs["hidden_states"] = gather_slots(kwargs["hidden_states"], drop.source, 1)
-            drop.source = None
-        valid = drop.sequence.valid
-        cache_layer = PrunableLayer(prompt_valid=None if bool(valid.all()) else valid)
-        cache_layer.compressed = True  # its length is its own: decoding attends with its own mask
-        prefill.cache.layers[layer_idx] = cache_layer
-        drop.present[layer_idx] = drop.sequence.present
-        drop.rates[layer_idx] = drop.rate
-        return args, kwargs
-
-    def _prefill_retention(self, prefill: _Prefill) -> torch.Tensor:
-        """`[num_layers, B]` from the allocator, which sees the layers before `start_layer` only;
-        non-increasing, because dropped tokens never come back."""
-        prompt = prefill.prompt
-        nan = torch.full((prompt.batch_size,), float("nan"), device=prompt.vision_mask.device)
-        unseen = LayerStats(scores=torch.zeros(0), vision_attention=nan)
-        stats = []
-        for idx in range(prompt.num_layers):
-            seen = prefill.stats.get(idx)
-            stats.append(LayerStats(seen.scores, seen.vision_attention.to(nan.device)) if seen else unseen)
-        return self.policy.retention(stats, prompt).cummin(dim=0).values
-
-    def _drop_tokens(self, prefill: _Prefill, layer_idx: int, target: torch.Tensor) -> None:
-        """Choose, by layer `layer_idx - 1`'s statistics, the vision tokens that stay from `layer_idx` on."""
-        drop, prompt = prefill.drop, prefill.prompt
-        selector = self.policy.selector
-        who = f"selector {selector.name!r} (layer {layer_idx})"
-        ranking = prefill.stats.get(layer_idx - 1)
-        if ranking is None:
-            raise PlphpError(f"layer {layer_idx - 1} produced no statistics, so layer {layer_idx} cannot rank tokens")
-        scores = drop.sequence.scatter_scores(ranking.scores, prompt.length)
-        candidates_mask = prompt.vision_mask & drop.sequence.present
-        candidates = replace(
-            prompt,
-            vision_mask=candidates_mask,
-            segment_ids=torch.where(candidates_mask, prompt.segment_ids, -1),
-        )
-        # Each drop keeps target / rate of the tokens still present (per image, rounded up).
-        ratio = torch.where(drop.rate > 0, target / drop.rate.clamp(min=1e-12), torch.zeros_like(target)).clamp(0, 1)
-        keep = selector.select(LayerStats(scores, ranking.vision_attention), ratio, candidates, layer_idx)
-        check_keep_indices(keep, candidates, budget_per_sample(ratio, candidates), who)
-        if keep.shape[1] > 1 and not torch.equal(keep, keep[:, :1].expand_as(keep)):
-            raise PolicyContractError(
-                f"{who} kept different tokens in different heads; the prefill stage needs one set for all heads"
-            )
-        text = prompt.key_valid & ~prompt.vision_mask
-        present = text | _scatter_mask(keep[:, :1], prompt.length)[:, 0]
-        drop.sequence, drop.source = drop.sequence.keep(present, move=self.materialize == "prune")
-        drop.rate = target.clone()
-        drop.inputs = None
-        if drop.first_layer is None:
-            drop.first_layer = layer_idx
-        sequence = drop.sequence
-        prefill.current = replace(
-            prompt,
-            vision_mask=sequence.to_prompt(prompt.vision_mask, False),
-            segment_ids=sequence.to_prompt(prompt.segment_ids, -1),
-            key_valid=sequence.valid,
-        )
-
-    def _drop_report(self, prefill: _Prefill) -> PruningReport:
-        """The report of a prefill-stage prefill: what each layer held when prefill ended."""
-        drop, prompt = prefill.drop, prefill.prompt
-        num_vision = prompt.num_vision.tolist()
-        report = self._empty_report(prompt.batch_size, prompt.length, num_vision, note="")
-        nan = torch.full((prompt.batch_size,), float("nan"), device=prompt.vision_mask.device)
-        for idx in range(prompt.num_layers):
-            layer = prefill.cache.layers[idx]
-            stats = prefill.stats.get(idx)
-            gamma = stats.vision_attention if stats is not None else nan
-            after = _nbytes(layer)
-            present = drop.present.get(idx)
-            if present is None:
-                report.layers.append(_whole_layer(idx, layer, torch.ones_like(nan), gamma, prompt))
-                continue
-            vision = present & prompt.vision_mask
-            positions, slot_valid = _positions(vision[:, None, :])
-            keep = torch.where(slot_valid, positions, -1).expand(-1, prompt.num_kv_heads, -1)
-            counts = vision.sum(-1)
-            # What the layer would hold unpruned: every prompt slot, at the cache's dtype.
-            element = layer.keys.element_size() if layer.keys is not None else 0
-            before = 2 * prompt.batch_size * prompt.num_kv_heads * prompt.length * prompt.head_dim * element
-            report.layers.append(
-                LayerReport(
-                    layer_idx=idx,
-                    pruned=True,
-                    retention=drop.rates[idx],
-                    budget=counts.tolist(),
-                    kept=counts[:, None].expand(-1, prompt.num_kv_heads),
-                    kept_positions=keep,
-                    vision_attention=gamma,
-                    kv_bytes_before=before,
-                    kv_bytes_after=after,
-                    physical_length=layer.length,
-                    scores=stats.scores if self.record_scores and stats is not None else None,
-                )
-            )
-        return report
 
     # -- attention -------------------------------------------------------------------------------
     def _attention(self, module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -464,51 +330,6 @@ class Session:
             return None
         layer = cache.layers[layer_idx]
         return layer if isinstance(layer, PrunableLayer) else None
-
-
-def _whole_layer(
-    layer_idx: int, layer: Any, retention: torch.Tensor, vision_attention: torch.Tensor, prompt: PromptInfo
-) -> LayerReport:
-    """The report of a layer that kept every vision token."""
-    num_vision = prompt.num_vision.tolist()
-    nbytes = _nbytes(layer)
-    return LayerReport(
-        layer_idx=layer_idx,
-        pruned=False,
-        retention=retention,
-        budget=num_vision,
-        kept=torch.tensor(num_vision, device=retention.device)[:, None].expand(-1, prompt.num_kv_heads),
-        kept_positions=None,
-        vision_attention=vision_attention,
-        kv_bytes_before=nbytes,
-        kv_bytes_after=nbytes,
-        physical_length=layer.keys.shape[-2] if layer.keys is not None else 0,
-    )
-
-
-def _scatter_mask(keep: torch.Tensor, length: int) -> torch.Tensor:
-    """`[B, H_kv, L]` bool, True at the positions listed in `keep` (-1 entries ignored)."""
-    mask = torch.zeros(*keep.shape[:2], length + 1, dtype=torch.bool, device=keep.device)
-    mask.scatter_(2, torch.where(keep >= 0, keep, length), True)
-    return mask[..., :length]
-
-
-def _positions(keep_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Kept positions per row, ascending, padded to the longest row: `([B, H, n], valid [B, H, n])`."""
-    length = keep_mask.shape[-1]
-    order = torch.arange(length, device=keep_mask.device).expand_as(keep_mask)
-    ranked = torch.where(keep_mask, order, order + length).sort(dim=-1).values
-    width = int(keep_mask.sum(-1).max())
-    ranked = ranked[..., :width]
-    valid = ranked < length
-    return torch.where(valid, ranked, 0), valid
-
-
-def _nbytes(layer: Any) -> int:
-    keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
-    if keys is None or values is None:
-        return 0
-    return keys.numel() * keys.element_size() + values.numel() * values.element_size()
 
 
 def apply(
