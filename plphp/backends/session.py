@@ -153,6 +153,31 @@ class Session(PrefillStageMixin):
         self._prefill = None
         self._cache = None
 
+    # -- driving a prefill by hand -----------------------------------------------------------------
+    def begin_prefill(self, cache: Cache, input_ids: torch.Tensor, attention_mask: Any = None) -> PromptInfo | None:
+        """Start a prefill on `cache` without running the model, as the forward pre-hook does.
+
+        For tools that fill a cache themselves (the benchmark's synthetic prefill): call
+        `record_stats` for each layer after its keys are in the cache, then `end_prefill`.
+
+        Returns:
+            The prompt's `PromptInfo`, or None when it holds no vision tokens (nothing to prune).
+        """
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "past_key_values": cache}
+        self._before_forward(self.model, (), kwargs)
+        return self._prefill.prompt if self._prefill is not None else None
+
+    def record_stats(self, layer_idx: int, query: torch.Tensor, key: torch.Tensor, scaling: float) -> None:
+        """Hand one layer's post-RoPE `query` `[B, H, L, D]` and `key` `[B, H_kv, L, D]` to the collector."""
+        if self._prefill is not None:
+            prompt = self._prefill.current
+            self._prefill.stats[layer_idx] = self.policy.collector.collect(query, key, prompt, layer_idx, scaling)
+
+    def end_prefill(self) -> PruningReport | None:
+        """Allocate, select and compress, as the forward hook does; returns the new report."""
+        self._after_forward(self.model, (), {}, None)
+        return self.report
+
     # -- hooks -----------------------------------------------------------------------------------
     def _before_forward(self, module, args, kwargs):
         cache = kwargs.get("past_key_values")

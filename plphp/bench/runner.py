@@ -186,9 +186,10 @@ class _CompressTimer:
 def _synthetic_prefill(model: Any, session: Any, input_ids: torch.Tensor, seed: int) -> Any:
     """A cache of random keys / values of the model's shapes, compressed by `session` when given.
 
-    It walks the session's own prefill path: its forward pre-hook installs the prunable layers and
-    reads the vision positions, the policy's collector scores each layer from a random observation
-    query against the layer's keys, and its forward hook allocates, selects and compresses.
+    It walks the session's own prefill path (`Session.begin_prefill` / `record_stats` /
+    `end_prefill`): the prunable layers and vision positions are set up as the forward pre-hook
+    does, the policy's collector scores each layer from a random observation query against the
+    layer's keys, and the session allocates, selects and compresses as its forward hook does.
     """
     from transformers.cache_utils import DynamicCache
 
@@ -200,25 +201,21 @@ def _synthetic_prefill(model: Any, session: Any, input_ids: torch.Tensor, seed: 
     device, dtype = model.device, model.dtype
     generator = torch.Generator(device=device).manual_seed(seed)
     cache = DynamicCache(config=model.config)
-    kwargs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "past_key_values": cache}
-    prefill = None
     if session is not None:
-        session._before_forward(model, (), kwargs)
-        prefill = session._prefill
+        session.begin_prefill(cache, input_ids, torch.ones_like(input_ids))
     scaling = head_dim**-0.5
     for idx in range(config.num_hidden_layers):
         shape = (batch, kv_heads, length, head_dim)
         keys = torch.randn(shape, generator=generator, device=device, dtype=dtype)
         values = torch.randn(shape, generator=generator, device=device, dtype=dtype)
         cache.layers[idx].update(keys, values)
-        if prefill is not None:
+        if session is not None:
             query = torch.randn((batch, heads, 1, head_dim), generator=generator, device=device, dtype=dtype)
             query = query.expand(batch, heads, length, head_dim)  # the collector reads only the last rows
-            layer_keys = cache.layers[idx].keys
-            prefill.stats[idx] = session.policy.collector.collect(query, layer_keys, prefill.prompt, idx, scaling)
+            session.record_stats(idx, query, cache.layers[idx].keys, scaling)
         del keys, values
     if session is not None:
-        session._after_forward(model, (), kwargs, None)
+        session.end_prefill()
     return cache
 
 

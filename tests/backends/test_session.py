@@ -156,3 +156,29 @@ def test_half_precision_models_prune_and_generate(attn, policy):
     layer = session.report.layers[0]
     rows = session.report.batch_size  # 2 samples x 2 beams
     assert rows == 4 and layer.kv_bytes_before == 2 * rows * 2 * inputs["input_ids"].shape[1] * 16 * 2  # bf16: 2 bytes
+
+
+def test_a_prefill_driven_by_hand_compresses_a_cache_filled_by_the_caller():
+    """`begin_prefill` / `record_stats` / `end_prefill`: the seam the benchmark's synthetic prefill uses."""
+    from transformers.cache_utils import DynamicCache
+
+    from plphp.testing import tiny_vlm
+
+    vlm = tiny_vlm("llava_onevision")
+    model, input_ids = vlm.model, vlm.inputs["batch1"]["input_ids"]
+    config = model.config.get_text_config()
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    head_dim = config.hidden_size // heads
+    cache = DynamicCache(config=model.config)
+    with plphp.apply(model, "plphp", start_layer=0) as session:
+        prompt = session.begin_prefill(cache, input_ids, torch.ones_like(input_ids))
+        assert prompt is not None and int(prompt.num_vision[0]) > 0
+        for idx in range(config.num_hidden_layers):
+            shape = (1, kv_heads, input_ids.shape[1], head_dim)
+            cache.layers[idx].update(torch.randn(shape), torch.randn(shape))
+            query = torch.randn(1, heads, input_ids.shape[1], head_dim)
+            session.record_stats(idx, query, cache.layers[idx].keys, head_dim**-0.5)
+        report = session.end_prefill()
+    assert report is session.report and all(layer.pruned for layer in report.layers)
+    assert cache.layers[0].keys.shape[-2] < input_ids.shape[1]
+    assert report.kv_bytes_after < report.kv_bytes_before
