@@ -45,7 +45,6 @@ import contextlib
 import gc
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -55,6 +54,7 @@ import torch
 
 import plphp
 from plphp.backends.adapters import ModelAdapter
+from plphp.bench.runner import environment
 
 #: The real Qwen2-0.5B shape (vocabulary aside).
 QWEN2_05B = {
@@ -240,8 +240,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1 or args.images < 1 or args.layers < 1:
         parser.error("--runs, --images and --layers must be positive")
 
-    import transformers
-
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     wall_start = time.perf_counter()
@@ -255,16 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     input_ids = build_prompt(args.tokens, args.vision_fraction, args.images, args.vocab, vision_id)
     num_vision = int((input_ids == vision_id).sum())
 
-    env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "KMP_BLOCKTIME")}
     setup = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "plphp": plphp.__version__,
-        "torch_num_threads": torch.get_num_threads(),
-        "torch_num_interop_threads": torch.get_num_interop_threads(),
-        "cpu_count": os.cpu_count(),
-        "env": env,
+        **environment(),  # versions, threads, OMP_* variables, load: recorded with every figure
         "model": "Qwen2ForCausalLM, random weights, float32, sdpa",
         "shape": {**QWEN2_05B, "num_hidden_layers": args.layers, "vocab_size": args.vocab, "head_dim": 64},
         "vocab_note": f"vocabulary reduced from {REAL_VOCAB} to {args.vocab} (embedding / LM head only)",
@@ -282,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"  threads: torch.get_num_threads()={setup['torch_num_threads']}, "
         f"interop={setup['torch_num_interop_threads']}, cpu_count={setup['cpu_count']}, "
-        + ", ".join(f"{k}={v if v is not None else 'unset'}" for k, v in env.items())
+        + ", ".join(f"{k}={v if v is not None else 'unset'}" for k, v in setup["env"].items())
     )
     print(
         f"  model: Qwen2ForCausalLM (Qwen2-0.5B shape: hidden 896, intermediate 4864, {args.layers} layers, "

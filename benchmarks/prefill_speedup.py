@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prefill_overhead import SyntheticVisionAdapter, SyntheticVisionPlugin, build_model, build_prompt  # noqa: E402
 
 import plphp  # noqa: E402
+from plphp.bench.runner import environment  # noqa: E402
 
 
 def timed_prefill(model, input_ids, policy: str | None) -> tuple[float, float, float]:
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load after: {os.getloadavg()[0]:.2f}")
     if args.json:
         setup = {k: v for k, v in vars(args).items() if k != "json"}
-        setup.update(num_vision=num_vision, torch_threads=torch.get_num_threads(), torch=torch.__version__)
+        setup.update(num_vision=num_vision, environment=environment())
         Path(args.json).write_text(json.dumps({"setup": setup, "results": results}, indent=2))
     return 0
 
