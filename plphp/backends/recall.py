@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from plphp.backends.adapters import ModelAdapter, find_adapter
+from plphp.backends.compat import passed_cache
 from plphp.backends.session import Session, apply
 from plphp.policy import load_policy
 from plphp.registry import get_registry
@@ -174,7 +175,7 @@ class RecallObserver(Session):
         return out
 
     def _count_step(self, module, args, kwargs):
-        cache = kwargs.get("past_key_values")
+        cache = passed_cache(kwargs)
         if cache is None or cache.get_seq_length() == 0:  # prefill: a new generate() call
             self._steps = {name: [] for name in self.dropped}
             self._current = None

@@ -36,6 +36,7 @@ from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from plphp.backends import attention as attn
 from plphp.backends.adapters import ModelAdapter, find_adapter
 from plphp.backends.cache import PrunableLayer
+from plphp.backends.compat import cache_argument, passed_cache
 from plphp.backends.keepsets import keep_positions, layer_nbytes, scatter_mask, whole_layer_report
 from plphp.backends.prefill import TokenSequence
 from plphp.backends.prefill_stage import DropState, PrefillStageMixin
@@ -180,15 +181,15 @@ class Session(PrefillStageMixin):
 
     # -- hooks -----------------------------------------------------------------------------------
     def _before_forward(self, module, args, kwargs):
-        cache = kwargs.get("past_key_values")
+        cache = passed_cache(kwargs)
         if cache is None and kwargs.get("use_cache", self.adapter.text_config.use_cache) is not False:
             cache = DynamicCache(config=self.model.config)
-            kwargs = {**kwargs, "past_key_values": cache}
+            kwargs = {**kwargs, cache_argument(self.model.forward): cache}
         self._cache = cache if isinstance(cache, Cache) else None
         if self._cache is not None and not isinstance(self._cache, DynamicCache):
             raise PlphpError(
                 f"plphp prunes the dynamic KV cache, but this call uses {type(self._cache).__name__}; "
-                "drop cache_implementation / past_key_values from the generate() arguments"
+                "drop cache_implementation / cache (past_key_values) from the generate() arguments"
             )
         if self._cache is not None and self._cache.get_seq_length() == 0:
             input_ids = kwargs.get("input_ids", args[0] if args else None)

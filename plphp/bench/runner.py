@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import torch
 
+from plphp.backends.compat import cache_argument, output_cache
 from plphp.bench.bandwidth import Bandwidth, floor_step_seconds, ideal_speedup, ideal_step_seconds
 from plphp.bench.memory import PeakMemory
 from plphp.errors import ConfigError
@@ -266,7 +267,7 @@ class _Run:
                     use_cache=True,
                     logits_to_keep=1,
                 )
-                self.cache = out.past_key_values
+                self.cache = output_cache(out)
                 _synchronize(self.device)
                 self.prefill_s = time.perf_counter() - start
                 self.token = out.logits[:, -1].argmax(-1, keepdim=True)
@@ -288,7 +289,7 @@ class _Run:
             out = self.model(
                 input_ids=self.token,
                 attention_mask=self.mask[:, : length + 1],
-                past_key_values=self.cache,
+                **{cache_argument(self.model.forward): self.cache},
                 use_cache=True,
                 logits_to_keep=1,
             )

@@ -103,7 +103,11 @@ def test_pruning_equals_the_masked_reference(bundle, inputs_name, decoding, poli
     assert torch.equal(pruned.sequences, reference.sequences)
     # Head-adaptive budgets give every head its own row length, so eager sums in yet another
     # order: measured up to 1.05e-5 after six steps (LLaVA-NeXT, sampling), hence 2e-5 there.
-    tolerance = TOLERANCE[attn] * (2 if policy == "adakv" else 1)
+    # Pruning from layer 0 on ("plphp-all-layers") compounds the same float32 noise through every
+    # layer: 1.2e-5 in 2 of 2298 logits at step 3 (Qwen2-VL, batch 3, return2), with transformers
+    # 5.23 and 5.24 alike on the dependency set of 2026-12; a semantic error shows as ~1e-1.
+    all_layers = isinstance(policy, dict) and policy.get("start_layer") == 0
+    tolerance = TOLERANCE[attn] * (2 if policy == "adakv" or all_layers else 1)
     for step, (a, b) in enumerate(zip(pruned.logits, reference.logits)):
         torch.testing.assert_close(a, b, atol=tolerance, rtol=0, msg=lambda m, s=step: f"decode step {s}: {m}")
     assert any(layer.pruned for layer in report.layers), "the policy pruned nothing: the test would prove nothing"
