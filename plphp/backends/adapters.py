@@ -135,10 +135,16 @@ class LlavaAdapter(ModelAdapter):
     architectures = ("LlavaForConditionalGeneration", "LlavaModel")
 
     def tokens_per_image(self) -> int | None:
+        """Patches, plus the tower's CLS token under `full`, less one token under `default`.
+
+        A CLIP tower prepends a CLS token and a SigLIP tower has none; the `default` strategy
+        drops the first feature (CLIP's CLS), `full` keeps them all. This is LlavaProcessor's count.
+        """
         vision = self.config.vision_config
         count = (vision.image_size // vision.patch_size) ** 2
-        if getattr(self.config, "vision_feature_select_strategy", "default") == "full":
-            count += 1
+        count += 1 if vision.model_type == "clip_vision_model" else 0
+        if getattr(self.config, "vision_feature_select_strategy", "default") == "default":
+            count -= 1
         return count
 
 

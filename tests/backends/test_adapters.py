@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from transformers import CLIPVisionConfig, LlavaConfig, SiglipVisionConfig
 
-from plphp.backends.adapters import ModelAdapter
+from plphp.backends.adapters import LlavaAdapter, ModelAdapter
 
 IMAGE, VIDEO = 7, 8
 
@@ -54,3 +56,15 @@ def test_segments_match_the_plain_loop(rows, per_image):
     assert vision.tolist() == [[t in (IMAGE, VIDEO) for t in row] for row in ids.tolist()]
     got = adapter.segment_ids(ids, vision).tolist()
     assert got == [_reference(row, per_image) for row in ids.tolist()]
+
+
+@pytest.mark.parametrize(
+    ("tower", "strategy", "expected"),
+    [("clip", "default", 36), ("clip", "full", 37), ("siglip", "full", 36), ("siglip", "default", 35)],
+)
+def test_llava_adapter_counts_tokens_per_image_like_the_processor(tower, strategy, expected):
+    vision_class = CLIPVisionConfig if tower == "clip" else SiglipVisionConfig
+    vision = vision_class(image_size=48, patch_size=8, hidden_size=32, intermediate_size=64, num_attention_heads=2)
+    config = LlavaConfig(vision_config=vision, vision_feature_select_strategy=strategy)
+    model = type("Model", (), {"config": config})()
+    assert LlavaAdapter(model).tokens_per_image() == expected
