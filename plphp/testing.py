@@ -37,8 +37,11 @@ from plphp.stats import LayerStats, PromptInfo, budget_per_sample, check_keep_in
 
 #: Architectures the kit runs on by default (every built-in adapter).
 ARCHITECTURES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl")
-#: Maximum logit difference between "prune" and "mask" (float32, eager attention).
-TOLERANCE = 1e-5
+#: Maximum logit difference between "prune" and "mask" (float32, eager attention). Removing entries
+#: changes the order eager attention sums in, and the tiny models' large weights amplify it: snapkv
+#: (decode stage) on LLaVA-NeXT measured 1.24e-5 after 4 tokens on the dependency set of 2026-12
+#: (transformers 5.23 and 5.24 alike). A real error shows as ~1e-1.
+TOLERANCE = 2e-5
 NEW_TOKENS = 4
 
 
