@@ -1,4 +1,7 @@
-"""Tiny random-weight vision-language models of real transformers architectures.
+"""Tiny vision-language models of real transformers architectures: random-weight ones built here,
+and the trained grid model that ships with plphp (`plphp.backends.tiny.grid`, `load_grid_model`).
+
+`load_builtin_model(name)` gives either by name ("grid" or an architecture of `ARCHITECTURES`).
 
 Everything here is built offline from configs: no weights, tokenizers or processors are
 downloaded. Each model is a real transformers class (LLaVA, LLaVA-NeXT, LLaVA-OneVision,
@@ -41,7 +44,9 @@ Note:
 
 from __future__ import annotations
 
+from plphp.backends.tiny.builtin import BUILTIN_MODELS, GRID, load_builtin_model
 from plphp.backends.tiny.common import ARCHITECTURES
+from plphp.backends.tiny.grid import GRID_MODEL_DIR, build_grid_config, build_grid_processor, load_grid_model
 from plphp.backends.tiny.images import make_image, make_inputs
 from plphp.backends.tiny.models import build_tiny_config, build_tiny_model, save_tiny
 from plphp.backends.tiny.processors import (
@@ -53,13 +58,20 @@ from plphp.backends.tiny.processors import (
 
 __all__ = [
     "ARCHITECTURES",
+    "BUILTIN_MODELS",
+    "GRID",
+    "GRID_MODEL_DIR",
     "TinyLlavaOnevisionProcessor",
     "TinyQwen2VLProcessor",
     "TinyQwen2_5_VLProcessor",
+    "build_grid_config",
+    "build_grid_processor",
     "build_tiny_config",
     "build_tiny_model",
     "build_tiny_processor",
     "make_image",
+    "load_builtin_model",
+    "load_grid_model",
     "make_inputs",
     "save_tiny",
 ]

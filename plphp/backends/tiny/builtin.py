@@ -1,0 +1,35 @@
+"""The models that ship with or are built by plphp, by name: the trained grid model or a random tiny one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from plphp.backends.tiny.common import ARCHITECTURES
+from plphp.backends.tiny.grid import load_grid_model
+from plphp.backends.tiny.models import build_tiny_model
+from plphp.backends.tiny.processors import build_tiny_processor
+from plphp.errors import ConfigError
+
+#: The trained model's name.
+GRID = "grid"
+BUILTIN_MODELS: tuple[str, ...] = (GRID, *ARCHITECTURES)
+
+
+def load_builtin_model(name: str = GRID) -> tuple[Any, Any, str]:
+    """A built-in model, its processor and a one-line description.
+
+    Args:
+        name: "grid" (the trained grid model, `plphp.backends.tiny.grid`) or a tiny random-weight
+            architecture of `ARCHITECTURES` (12 decoder layers, so that the default start layer
+            leaves a representative share unpruned).
+
+    Raises:
+        ConfigError: for an unknown name, listing the allowed ones.
+    """
+    if name == GRID:
+        model, processor = load_grid_model()
+        return model, processor, "the grid model (a tiny LLaVA trained on plphp's grid tasks, shipped with plphp)"
+    if name not in ARCHITECTURES:
+        raise ConfigError(f"arch: {name!r} is not a built-in model; use one of {', '.join(BUILTIN_MODELS)}")
+    model = build_tiny_model(name, seed=0, num_layers=12)
+    return model, build_tiny_processor(name), f"a tiny {name} model (random weights: its answers mean nothing)"
