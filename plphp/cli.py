@@ -101,14 +101,20 @@ app.command("eval")(eval_command)
 
 @app.command()
 def demo(
-    arch: Annotated[str, typer.Option(help="tiny architecture to build")] = "qwen2_vl",
+    arch: Annotated[
+        str,
+        typer.Option(
+            help="'grid': the trained model shipped with plphp; or a tiny random-weight architecture "
+            "(llava, llava_next, llava_onevision, qwen2_vl, qwen2_5_vl)"
+        ),
+    ] = "grid",
     policy: Annotated[str, typer.Option(help="preset or policy file")] = "plphp",
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 24,
     png: Annotated[Path, typer.Option(help="where to write the kept-patches picture")] = Path("plphp-demo.png"),
     layer: Annotated[int | None, typer.Option(help="layer to picture (default: the most pruned)")] = None,
 ) -> None:
-    """Answer synthetic questions with a small model built by the project (random weights, no downloads),
-    unpruned and pruned; print the report and attention recall; picture the kept patches."""
+    """Answer synthetic questions with a small model that ships with plphp (no downloads), unpruned and
+    pruned; print the report and attention recall; picture the kept patches."""
     from plphp.demo import run_demo
 
     try:

@@ -1,10 +1,12 @@
 """`plphp demo`: synthetic grounded questions through a small model that the project builds itself.
 
-The model has a real architecture (Qwen2-VL by default) with random weights (no downloads), so its
-answers are not meaningful yet; a model trained on these tasks replaces it later. What the demo
-shows is the machinery: questions from `plphp.tasks` answered with and without pruning in one
-batch, the per-layer report, the attention recall of the kept entries, and a PNG of which image
-patches each KV head of one layer kept.
+By default the model is the grid model (`plphp.backends.tiny.grid`): a tiny LLaVA trained by the
+project on these tasks and shipped with it, so its answers can be checked against the references.
+`arch` may instead name a tiny random-weight architecture (Qwen2-VL, LLaVA-OneVision, ...), whose
+answers mean nothing but whose caches and layouts are those of the real models. The demo shows
+questions from `plphp.tasks` (one of each kind) answered with and without pruning in one batch, the
+per-layer report, the attention recall of the kept entries, and a PNG of which image patches each
+KV head of one layer kept.
 """
 
 from __future__ import annotations
@@ -21,38 +23,38 @@ from plphp.backends.adapters import find_adapter
 from plphp.backends.loading import chat_inputs
 from plphp.backends.recall import RecallObserver, dropped_positions
 from plphp.backends.session import apply
-from plphp.backends.tiny import build_tiny_model, build_tiny_processor
+from plphp.backends.tiny.builtin import GRID, load_builtin_model
 from plphp.policy import load_policy
 from plphp.registry import get_registry
 from plphp.report import PruningReport
-from plphp.tasks import make_tasks
-
-DEMO_KINDS = ("locate", "list_row", "compare")
+from plphp.tasks import KINDS, exact_match, make_tasks
 
 
 def run_demo(
     console: Console,
-    arch: str = "qwen2_vl",
+    arch: str = GRID,
     policy: str = "plphp",
     max_new_tokens: int = 24,
     png: str | Path | None = "plphp-demo.png",
     layer: int | None = None,
 ) -> None:
-    """Build the tiny model, answer synthetic questions unpruned and pruned, print the report and
-    the attention recall, and write the kept-patches PNG (`png=None`: no picture)."""
+    """Load the demo model (`arch`: "grid" or a tiny architecture), answer one synthetic question of
+    each kind unpruned and pruned, print the report and the attention recall, and write the
+    kept-patches PNG (`png=None`: no picture)."""
     resolved = load_policy(policy)
     # A model this small runs fastest on one thread; a second one mostly waits (DESIGN.md §9: 28 s
     # against 9 s for this demo on a loaded 2-core machine).
     torch.set_num_threads(1)
-    with console.status(f"building a tiny {arch} model (random weights)"):
-        # 12 layers, so that the default start layer (2) leaves a representative share unpruned
-        model = build_tiny_model(arch, seed=0, num_layers=12)
-        processor = build_tiny_processor(arch)
-    tasks = make_tasks(len(DEMO_KINDS), seed=0, kinds=DEMO_KINDS, max_images=3)
+    with console.status(f"loading the {arch} model"):
+        model, processor, described = load_builtin_model(arch)
+    trained = arch == GRID
+    tasks = make_tasks(len(KINDS), seed=0, kinds=KINDS, max_images=3)
     images = [task.images() for task in tasks]
     inputs = chat_inputs(processor, [(task.question, pictures) for task, pictures in zip(tasks, images)], model.device)
     settings = {"max_new_tokens": max_new_tokens, "do_sample": False}
-    console.print(f"[bold]model:[/bold] tiny {type(model).__name__}, {model.num_parameters() / 1e6:.2f} M parameters")
+    console.print(
+        f"[bold]model:[/bold] {described}; {type(model).__name__}, {model.num_parameters() / 1e6:.2f} M parameters"
+    )
     console.print(f"[bold]policy:[/bold] {resolved.describe()}")
     with torch.inference_mode():
         start = time.perf_counter()
@@ -65,15 +67,24 @@ def run_demo(
     report = session.report
     recall = _recall(model, inputs, report, settings)
     prompt_length = inputs["input_ids"].shape[1]
-    console.print("[dim](random weights: the answers are not meant to be right yet)[/dim]")
+    if not trained:
+        console.print("[dim](random weights: the answers are not meant to be right)[/dim]")
+    correct = {"unpruned": 0, resolved.name: 0}
     for index, task in enumerate(tasks):
         console.print(f"\n[bold]Q{index + 1}[/bold] ({len(task.scenes)} image(s)): {task.question}")
         console.print(f"  reference: {task.answer}")
-        console.print(f"  unpruned:  {processor.decode(plain[index, prompt_length:], skip_special_tokens=True)}")
-        console.print(
-            f"  {resolved.name + ':':<10} {processor.decode(pruned[index, prompt_length:], skip_special_tokens=True)}"
-        )
+        for label, output in (("unpruned", plain), (resolved.name, pruned)):
+            answer = processor.decode(output[index, prompt_length:], skip_special_tokens=True).strip()
+            right = exact_match(answer, task.answer)
+            correct[label] += right
+            mark = (" [green]right[/green]" if right else " [red]wrong[/red]") if trained else ""
+            console.print(f"  {label + ':':<10} {answer}{mark}")
     console.print()
+    if trained:
+        console.print(
+            f"exact match: unpruned {correct['unpruned']}/{len(tasks)}, {resolved.name} "
+            f"{correct[resolved.name]}/{len(tasks)} (`plphp eval` scores hundreds of questions)"
+        )
     console.print(report.table())
     same = sum(bool(torch.equal(a, b)) for a, b in zip(plain, pruned))
     console.print(
@@ -90,7 +101,11 @@ def run_demo(
     if png is not None and report.layers:
         chosen = layer if layer is not None else _most_pruned_layer(report)
         adapter = find_adapter(model, get_registry().adapters())
-        title = f"{resolved.name} on a tiny {arch} model (random weights)"
+        title = (
+            f"{resolved.name} on the grid model"
+            if trained
+            else f"{resolved.name} on a tiny {arch} model (random weights)"
+        )
         path = kept_patches_figure(report, inputs, images, chosen, png, adapter, title=title)
         console.print(f"wrote {path}: the image patches each KV head of layer {chosen} kept, per question and image")
 

@@ -16,7 +16,7 @@ console = Console()
 def eval_command(
     model: Annotated[
         str | None,
-        typer.Option(help="hub id or local directory written by save_pretrained; default: a tiny model built here"),
+        typer.Option(help="hub id or local directory written by save_pretrained; default: --arch"),
     ] = None,
     dataset: Annotated[
         Path | None,
@@ -38,7 +38,13 @@ def eval_command(
     batch_size: Annotated[int, typer.Option(min=1)] = 4,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="upper bound; a batch stops at its longest answer")] = 32,
     recall: Annotated[bool, typer.Option(help="measure attention recall (one more unpruned pass)")] = True,
-    arch: Annotated[str, typer.Option(help="tiny model architecture when no --model is given")] = "qwen2_vl",
+    arch: Annotated[
+        str,
+        typer.Option(
+            help="when no --model is given: 'grid', the trained model shipped with plphp, or a tiny "
+            "random-weight architecture (llava, llava_next, llava_onevision, qwen2_vl, qwen2_5_vl)"
+        ),
+    ] = "grid",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")] = "auto",
     dtype: Annotated[str, typer.Option(help="float32, float16, bfloat16, auto")] = "float32",
     overwrite: Annotated[bool, typer.Option(help="discard results already in --out instead of resuming")] = False,
@@ -61,7 +67,7 @@ def eval_command(
             dataset_name = f"built-in tasks (seed {seed}, {num_items} items, kinds {task or 'all'})"
         for spec in policy or []:  # a typo in a policy name costs no model loading
             load_policy(spec)
-        with console.status(f"loading {model or 'a tiny ' + arch + ' model'}"):
+        with console.status(f"loading {model or 'the ' + arch + ' model'}"):
             loaded, processor, model_name = _load(model, arch, device, dtype)
         settings = EvalSettings(batch_size=batch_size, max_new_tokens=max_new_tokens, recall=recall)
         evaluate(
@@ -89,11 +95,12 @@ def _load(path: str | None, arch: str, device: str, dtype: str):
     if path is None:
         import torch
 
-        from plphp.backends.tiny import build_tiny_model, build_tiny_processor
+        from plphp.backends.tiny.builtin import GRID, load_builtin_model
 
         torch.set_num_threads(1)  # a tiny model runs fastest on one thread (DESIGN.md §9)
-        model = build_tiny_model(arch, seed=0, num_layers=12)
-        return model, build_tiny_processor(arch), f"tiny {arch} (random weights, seed 0, 12 layers)"
+        model, processor, _ = load_builtin_model(arch)
+        name = "grid model (plphp, trained)" if arch == GRID else f"tiny {arch} (random weights, seed 0, 12 layers)"
+        return model, processor, name
     from plphp.backends.loading import load_model
     from plphp.runconfig import ModelSection
     from plphp.validation import validate

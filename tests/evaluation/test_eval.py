@@ -237,6 +237,16 @@ def test_cli_runs_the_builtin_tasks_with_the_default_policies(tmp_path):
     for name in default_policies():
         assert name in result.stdout
     assert (tmp_path / "out" / "eval.png").is_file()
+    assert results["settings"]["model"] == "grid model (plphp, trained)"  # the default model
+
+
+def test_cli_builds_a_random_tiny_architecture_on_request(tmp_path):
+    result = _cli("--arch", "qwen2_vl", "--num-items", "2", "-p", "plphp", "--no-recall", "--out", "out", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr + result.stdout
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["settings"]["model"] == "tiny qwen2_vl (random weights, seed 0, 12 layers)"
+    result = _cli("--arch", "qwen3", "--num-items", "2", "--out", "out2", cwd=tmp_path)
+    assert result.returncode == 2 and "'qwen3' is not a built-in model" in result.stdout
 
 
 def test_policy_files_are_named_by_their_stem_unless_two_clash():
