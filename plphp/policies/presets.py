@@ -17,6 +17,19 @@ PLPHP = Preset(
     },
 )
 
+PLPHP_QUESTION = Preset(
+    name="plphp-question",
+    description="PLPHP scored by the question's tokens (every text token after the last image), not the last token",
+    reference="Meng et al. 2025 (arXiv 2502.14504), observation window ours: see docs/grid-model.md",
+    config={
+        "stage": "decode",
+        "start_layer": 2,
+        "collector": {"name": "last_token", "window": "question"},
+        "allocator": {"name": "vision_tiers", "alpha": 0.3, "beta": 0.1, "retention": 0.3, "delta": 0.1},
+        "selector": {"name": "head_topk", "gqa_reduce": "mean"},
+    },
+)
+
 FULL = Preset(
     name="full",
     description="keeps every token: the unpruned baseline, bit-identical to plain generate()",
@@ -147,4 +160,4 @@ KNORM = Preset(
     },
 )
 
-PRESETS = [PLPHP, FULL, RANDOM, FASTV, FASTV_KV, VTW, PYRAMIDDROP, SNAPKV, PYRAMIDKV, ADAKV, KNORM]
+PRESETS = [PLPHP, PLPHP_QUESTION, FULL, RANDOM, FASTV, FASTV_KV, VTW, PYRAMIDDROP, SNAPKV, PYRAMIDKV, ADAKV, KNORM]
