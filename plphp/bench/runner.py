@@ -240,6 +240,7 @@ class _Run:
         import plphp
 
         self.model = model
+        self.cache_argument = cache_argument(model.forward)  # once: not inside the timed decode step
         self.variant = variant
         self.prefill_mode = prefill
         self.device = model.device
@@ -289,7 +290,7 @@ class _Run:
             out = self.model(
                 input_ids=self.token,
                 attention_mask=self.mask[:, : length + 1],
-                **{cache_argument(self.model.forward): self.cache},
+                **{self.cache_argument: self.cache},
                 use_cache=True,
                 logits_to_keep=1,
             )
