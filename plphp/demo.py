@@ -67,8 +67,6 @@ def run_demo(
     report = session.report
     recall = _recall(model, inputs, report, settings)
     prompt_length = inputs["input_ids"].shape[1]
-    if not trained:
-        console.print("[dim](random weights: the answers are not meant to be right)[/dim]")
     correct = {"unpruned": 0, resolved.name: 0}
     for index, task in enumerate(tasks):
         console.print(f"\n[bold]Q{index + 1}[/bold] ({len(task.scenes)} image(s)): {task.question}")
