@@ -194,10 +194,9 @@ def _generate(model: Any, inputs: Mapping[str, torch.Tensor], policy: Policy | N
 
 
 def _check_report(report: Any, inputs: Mapping[str, torch.Tensor], policy: Policy, model: Any, where: str) -> None:
-    from plphp.backends.adapters import find_adapter
     from plphp.registry import get_registry
 
-    adapter = find_adapter(model, get_registry().adapters())
+    adapter = get_registry().adapter_for(model)
     valid = inputs["attention_mask"].bool()
     vision = adapter.vision_mask(inputs["input_ids"]) & valid
     text = (valid & ~vision).sum(-1)  # [B]
