@@ -39,14 +39,16 @@ from plphp.backends.adapters import ModelAdapter
 from plphp.backends.cache import PrunableLayer
 from plphp.backends.compat import cache_argument, passed_cache
 from plphp.backends.events import Observers, SessionObserver
-from plphp.backends.keepsets import keep_positions, layer_nbytes, scatter_mask, whole_layer_report
+from plphp.backends.keepsets import layer_nbytes, whole_layer_report
 from plphp.backends.prefill import TokenSequence
 from plphp.backends.prefill_stage import DropState, PrefillStageMixin
+from plphp.contract import check_keep_indices, check_stats
 from plphp.errors import ConfigError, PlphpError
+from plphp.ops import budget_per_sample, keep_positions, scatter_mask
 from plphp.policy import Policy, load_policy
 from plphp.registry import get_registry
 from plphp.report import LayerReport, PruningReport
-from plphp.stats import LayerStats, PromptInfo, budget_per_sample, check_keep_indices
+from plphp.stats import LayerStats, PromptInfo
 
 _session_ids = itertools.count()
 
@@ -232,6 +234,7 @@ class Session(PrefillStageMixin):
         prefill = self._prefill
         self.observers.emit("on_collect_start", self, layer_idx)
         stats = self.policy.collector.collect(query, key, prefill.current, layer_idx, scaling)
+        check_stats(stats, prefill.current, f"collector {self.policy.collector.name!r} (layer {layer_idx})")
         prefill.stats[layer_idx] = stats
         self.observers.emit("on_layer_stats", self, layer_idx, stats)
 

@@ -23,7 +23,7 @@ import torch
 
 import plphp
 from plphp.backends.tiny import ARCHITECTURES
-from plphp.stats import kept_count
+from plphp.ops import kept_count
 from plphp.testing import tiny_vlm
 
 DECODING = {
