@@ -20,7 +20,7 @@ import torch
 from rich.console import Console
 
 from plphp.backends.loading import chat_inputs
-from plphp.backends.recall import RecallObserver, dropped_positions
+from plphp.backends.recall import recall_for
 from plphp.backends.session import apply
 from plphp.backends.tiny.builtin import GRID, load_builtin_model
 from plphp.policy import load_policy
@@ -110,11 +110,8 @@ def run_demo(
 def _recall(model: Any, inputs: Any, report: PruningReport, settings: dict) -> float | None:
     if not any(layer.pruned for layer in report.layers):
         return None
-    adapter = get_registry().adapter_for(model)
-    masks = dropped_positions(report, adapter.vision_mask(inputs["input_ids"]), inputs["attention_mask"])
-    with torch.inference_mode(), RecallObserver(model, {"policy": masks}, adapter) as observer:
-        model.generate(**inputs, **settings)
-    return observer.results["policy"].overall()
+    results, _ = recall_for(model, inputs, {"policy": report}, **settings)
+    return results["policy"].overall()
 
 
 def _most_pruned_layer(report: PruningReport) -> int:

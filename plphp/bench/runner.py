@@ -23,6 +23,7 @@ from typing import Any, Literal
 import torch
 
 from plphp.backends.compat import cache_argument, output_cache
+from plphp.backends.events import SessionObserver
 from plphp.bench.bandwidth import Bandwidth, floor_step_seconds, ideal_speedup, ideal_step_seconds
 from plphp.bench.memory import PeakMemory
 from plphp.errors import ConfigError
@@ -164,24 +165,22 @@ def _kv_bytes(cache: Any) -> tuple[int, int]:
     return used, allocated
 
 
-class _CompressTimer:
-    """Times the session's compression step (allocate, select, gather) on that instance only."""
+class _CompressTimer(SessionObserver):
+    """Times the session's compression step (allocate, select, gather) through its events."""
 
     def __init__(self, session: Any):
         self.seconds = 0.0
-        compress = session._compress
-        device = session.model.device
+        self._device = session.model.device
+        self._start = 0.0
+        session.subscribe(self)
 
-        def timed(*args, **kwargs):
-            _synchronize(device)
-            start = time.perf_counter()
-            try:
-                return compress(*args, **kwargs)
-            finally:
-                _synchronize(device)
-                self.seconds += time.perf_counter() - start
+    def on_compress_start(self, session: Any) -> None:
+        _synchronize(self._device)
+        self._start = time.perf_counter()
 
-        session._compress = timed
+    def on_compress_end(self, session: Any, report: Any) -> None:
+        _synchronize(self._device)
+        self.seconds += time.perf_counter() - self._start
 
 
 def _synthetic_prefill(model: Any, session: Any, input_ids: torch.Tensor, seed: int) -> Any:
