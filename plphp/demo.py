@@ -41,9 +41,6 @@ def run_demo(
     each kind unpruned and pruned, print the report and the attention recall, and write the
     kept-patches PNG (`png=None`: no picture)."""
     resolved = load_policy(policy)
-    # A model this small runs fastest on one thread; a second one mostly waits (DESIGN.md §9: 28 s
-    # against 9 s for this demo on a loaded 2-core machine).
-    torch.set_num_threads(1)
     with console.status(f"loading the {arch} model"):
         model, processor, described = load_builtin_model(arch)
     trained = arch == GRID
@@ -155,11 +152,9 @@ def kept_patches_figure(
     else a square grid; images whose tokens form no grid (any-resolution tiles with separators)
     are drawn as a strip of tokens.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure of its own (no pyplot): the process-wide plotting backend is left alone.
     import numpy as np
+    from matplotlib.figure import Figure
 
     layer_report = report.layers[layer]
     vision_mask = adapter.vision_mask(inputs["input_ids"]) & inputs["attention_mask"].bool()
@@ -168,7 +163,8 @@ def kept_patches_figure(
     grid_thw = inputs.get("image_grid_thw")
     merge = getattr(getattr(adapter.config, "vision_config", None), "spatial_merge_size", 1) or 1
     columns = [(sample, index, image) for sample, pictures in enumerate(images) for index, image in enumerate(pictures)]
-    fig, axes = plt.subplots(heads, len(columns), figsize=(2.2 * max(len(columns), 2), 2.3 * heads), squeeze=False)
+    fig = Figure(figsize=(2.2 * max(len(columns), 2), 2.3 * heads))
+    axes = fig.subplots(heads, len(columns), squeeze=False)
     for column, (sample, index, image) in enumerate(columns):
         image_positions = (segments[sample] == index).nonzero().flatten().tolist()
         count = len(image_positions)
@@ -196,5 +192,4 @@ def kept_patches_figure(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

@@ -415,7 +415,7 @@ def kv_bytes_formula(report: Any) -> int | None:
 
 # -- the whole benchmark -------------------------------------------------------------------------
 def environment() -> dict[str, Any]:
-    """Threads, load and versions: recorded with every figure (DESIGN.md §9)."""
+    """Threads, load and versions: recorded with every figure (docs/architecture.md, "Measuring")."""
     import transformers
 
     import plphp
