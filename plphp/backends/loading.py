@@ -33,7 +33,7 @@ def load_model(section: ModelSection) -> tuple[Any, Any]:
     Returns:
         `(model, processor)`, the model in eval mode on the configured device.
     """
-    import plphp.backends.tiny  # noqa: F401  registers the tiny models' processor classes by name
+    import plphp.models  # noqa: F401  registers the tiny models' processor classes by name
 
     device = resolve_device(section.device)
     dtype = section.dtype if section.dtype == "auto" else getattr(torch, section.dtype)

@@ -95,7 +95,7 @@ def _load(path: str | None, arch: str, device: str, dtype: str):
     if path is None:
         import torch
 
-        from plphp.backends.tiny.builtin import GRID, load_builtin_model
+        from plphp.models.builtin import GRID, load_builtin_model
 
         torch.set_num_threads(1)  # a tiny model runs fastest on one thread (DESIGN.md §9)
         model, processor, _ = load_builtin_model(arch)

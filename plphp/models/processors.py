@@ -16,7 +16,7 @@ from transformers import (
     Qwen2VLProcessor,
 )
 
-from plphp.backends.tiny.common import (
+from plphp.models.common import (
     _CLIP_MEAN,
     _CLIP_STD,
     _GRID_PINPOINTS,
@@ -27,7 +27,7 @@ from plphp.backends.tiny.common import (
     _TILE_SIZE,
     _check_arch,
 )
-from plphp.backends.tiny.tokenizer import _CHAT_TEMPLATES, _build_tokenizer
+from plphp.models.tokenizer import _CHAT_TEMPLATES, _build_tokenizer
 
 
 class TinyQwen2VLProcessor(Qwen2VLProcessor):

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from plphp.backends.loading import chat_inputs
-from plphp.backends.tiny.grid import (
+from plphp.models.grid import (
     GRID_MODEL_DIR,
     TOKENS_PER_IMAGE,
     build_grid_config,
