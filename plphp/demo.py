@@ -20,7 +20,7 @@ import torch
 from rich.console import Console
 
 from plphp.backends.adapters import find_adapter
-from plphp.backends.loading import chat_inputs
+from plphp.backends.inputs import chat_inputs
 from plphp.backends.recall import RecallObserver, dropped_positions
 from plphp.backends.session import apply
 from plphp.models.builtin import GRID, load_builtin_model

@@ -344,7 +344,7 @@ def train_decoder(model, processor, args, rng: np.random.Generator) -> list[dict
 @torch.inference_mode()
 def evaluate(model, processor, num_items: int, args) -> dict:
     """Exact match of greedy `generate()` on the held-out split, per kind, single and multi-image."""
-    from plphp.backends.loading import chat_inputs
+    from plphp.backends.inputs import chat_inputs
 
     items = make_tasks(num_items, seed=0, split="test")
     records = []

@@ -24,9 +24,10 @@ and Qwen2.5-VL 16 / 48 / 48 (one token per 16x16 pixels, between 4 and 100).
 
 Example:
     >>> from plphp import models
+    >>> from plphp.backends.inputs import chat_inputs
     >>> model = models.build_tiny_model("qwen2_vl")
     >>> processor = models.build_tiny_processor("qwen2_vl")
-    >>> inputs = models.make_inputs(processor, [("What is shown?", [models.make_image(64, 96)])])
+    >>> inputs = chat_inputs(processor, [("What is shown?", [models.make_image(64, 96)])])
     >>> out = model.generate(**inputs, max_new_tokens=5)
 
 Note:
@@ -48,7 +49,7 @@ from __future__ import annotations
 from plphp.models.builtin import BUILTIN_MODELS, GRID, load_builtin_model
 from plphp.models.common import ARCHITECTURES
 from plphp.models.grid import GRID_MODEL_DIR, build_grid_config, build_grid_processor, load_grid_model
-from plphp.models.images import make_image, make_inputs
+from plphp.models.images import make_image
 from plphp.models.processors import (
     TinyLlavaOnevisionProcessor,
     TinyQwen2_5_VLProcessor,
@@ -73,6 +74,5 @@ __all__ = [
     "make_image",
     "load_builtin_model",
     "load_grid_model",
-    "make_inputs",
     "save_tiny",
 ]

@@ -9,6 +9,7 @@ import torch
 
 from plphp import models
 from plphp.backends.adapters import find_adapter
+from plphp.backends.inputs import chat_inputs
 from plphp.backends.recall import RecallObserver, dropped_positions, kept_attention_share, measure_recall
 from plphp.backends.session import apply
 from plphp.policy import load_policy
@@ -45,7 +46,7 @@ def batch():
         ("describe the two pictures", [models.make_image(96, 64, seed=1), models.make_image(64, 96, seed=2)]),
         ("what is shown", [models.make_image(64, 64, seed=3)]),
     ]
-    return models.make_inputs(processor, samples)
+    return chat_inputs(processor, samples)
 
 
 def test_recall_equals_the_share_of_the_models_own_attention_weights(eager_model, batch):

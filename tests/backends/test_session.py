@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import plphp
-from plphp.backends.loading import chat_inputs
+from plphp.backends.inputs import chat_inputs
 from plphp.errors import PlphpError, UnsupportedModelError
 from plphp.models import build_tiny_model, build_tiny_processor, make_image
 

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from plphp.backends.loading import chat_inputs
+from plphp.backends.inputs import chat_inputs
 from plphp.models.grid import (
     GRID_MODEL_DIR,
     TOKENS_PER_IMAGE,

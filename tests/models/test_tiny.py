@@ -11,6 +11,7 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from plphp import models
+from plphp.backends.inputs import chat_inputs
 
 ARCHS = models.ARCHITECTURES
 
@@ -94,7 +95,7 @@ def test_generate_batch_of_one_is_not_degenerate(arch):
     model = models.build_tiny_model(arch)
     processor = models.build_tiny_processor(arch)
     assert not model.training
-    inputs = models.make_inputs(processor, [("What is shown in the picture?", [models.make_image(96, 64)])])
+    inputs = chat_inputs(processor, [("What is shown in the picture?", [models.make_image(96, 64)])])
     assert vision_counts(inputs, model.config)[0] > 0
 
     out = new_tokens(model.generate(**inputs, max_new_tokens=8), inputs)
@@ -110,7 +111,7 @@ def test_generate_batch_of_one_is_not_degenerate(arch):
 def test_generate_mixed_padded_batch(arch, mode):
     model = models.build_tiny_model(arch)
     processor = models.build_tiny_processor(arch)
-    inputs = models.make_inputs(processor, mixed_samples())
+    inputs = chat_inputs(processor, mixed_samples())
 
     counts = vision_counts(inputs, model.config)
     assert counts[0] > 0 and counts[1] > 0 and counts[2] == 0
@@ -131,11 +132,11 @@ def test_padded_batch_matches_single_samples(arch):
     model = models.build_tiny_model(arch)
     processor = models.build_tiny_processor(arch)
     samples = mixed_samples()
-    batch = models.make_inputs(processor, samples)
+    batch = chat_inputs(processor, samples)
     gen = {"max_new_tokens": 4, "output_scores": True, "return_dict_in_generate": True}
     batched = model.generate(**batch, **gen)
     for i, sample in enumerate(samples):
-        alone = models.make_inputs(processor, [sample])
+        alone = chat_inputs(processor, [sample])
         single = model.generate(**alone, **gen)
         torch.testing.assert_close(batched.scores[0][i], single.scores[0][0], atol=1e-4, rtol=1e-4)
         tokens = new_tokens(single.sequences, alone)[0].tolist()
@@ -148,7 +149,7 @@ def test_vision_tokens_per_image_size(arch):
     config = models.build_tiny_config(arch)
     processor = models.build_tiny_processor(arch)
     counts = tuple(
-        vision_counts(models.make_inputs(processor, [("q", [models.make_image(w, h)])]), config)[0]
+        vision_counts(chat_inputs(processor, [("q", [models.make_image(w, h)])]), config)[0]
         for w, h in [(64, 64), (128, 96)]
     )
     assert counts == EXPECTED_VISION_TOKENS[arch]
@@ -166,7 +167,7 @@ def test_vision_tokens_in_the_mixed_batch(arch):
         "qwen2_vl": [16 + 48, 24, 0],
         "qwen2_5_vl": [16 + 48, 24, 0],
     }
-    inputs = models.make_inputs(models.build_tiny_processor(arch), mixed_samples())
+    inputs = chat_inputs(models.build_tiny_processor(arch), mixed_samples())
     assert vision_counts(inputs, models.build_tiny_config(arch)) == expected[arch]
 
 
@@ -179,8 +180,8 @@ def test_save_and_load_with_auto_classes(arch, tmp_path):
     assert type(processor) is type(models.build_tiny_processor(arch))
     assert type(model) is type(reference)
 
-    inputs = models.make_inputs(processor, mixed_samples())
-    reference_inputs = models.make_inputs(models.build_tiny_processor(arch), mixed_samples())
+    inputs = chat_inputs(processor, mixed_samples())
+    reference_inputs = chat_inputs(models.build_tiny_processor(arch), mixed_samples())
     assert inputs.keys() == reference_inputs.keys()
     for key in inputs:
         torch.testing.assert_close(inputs[key], reference_inputs[key], atol=0, rtol=0)
@@ -213,7 +214,7 @@ def test_model_options():
     assert next(model.parameters()).dtype == torch.bfloat16
     assert model.config.get_text_config()._attn_implementation == "eager"
     processor = models.build_tiny_processor("qwen2_vl")
-    inputs = models.make_inputs(processor, [("Describe the image.", [models.make_image(64, 32)])])
+    inputs = chat_inputs(processor, [("Describe the image.", [models.make_image(64, 32)])])
     assert model.generate(**inputs, max_new_tokens=3).shape[1] <= inputs["input_ids"].shape[1] + 3
 
 
