@@ -31,11 +31,13 @@ def resolve_device(name: str) -> torch.device:
 def load_model(section: ModelSection) -> tuple[Any, Any]:
     """Load a model and its processor from a hub id or a local directory.
 
+    A directory written by `plphp.models.save_tiny` loads once `plphp.models.register_processors()`
+    has been called (the callers that accept such directories call it; this module does not
+    import `plphp.models`).
+
     Returns:
         `(model, processor)`, the model in eval mode on the configured device.
     """
-    import plphp.models  # noqa: F401  registers the tiny models' processor classes by name
-
     device = resolve_device(section.device)
     dtype = section.dtype if section.dtype == "auto" else getattr(torch, section.dtype)
     try:

@@ -36,9 +36,9 @@ Note:
     architectures the processor is a subclass of the real one without the video sub-processor
     (``TinyQwen2VLProcessor``, ``TinyQwen2_5_VLProcessor``, ``TinyLlavaOnevisionProcessor``);
     image processing, placeholder expansion and tokenization are the real classes' code. The
-    subclasses are registered with ``AutoProcessor`` when this module is imported, so
-    ``AutoProcessor.from_pretrained`` loads a directory written by :func:`save_tiny` in any
-    process that has imported ``plphp.models``. The saved ``processor_config.json`` also
+    subclasses are registered with ``AutoProcessor`` by :func:`register_processors` (importing
+    plphp registers nothing), so ``AutoProcessor.from_pretrained`` loads a directory written by
+    :func:`save_tiny` in any process that has called it. The saved ``processor_config.json`` also
     has an ``auto_map`` to a one-line module re-exporting the class, so that a process that never
     imported plphp is asked for ``trust_remote_code=True`` (and then loads it) instead of silently
     getting the tokenizer alone, which is what transformers returns when it cannot find the class.
@@ -55,6 +55,7 @@ from plphp.models.processors import (
     TinyQwen2_5_VLProcessor,
     TinyQwen2VLProcessor,
     build_tiny_processor,
+    register_processors,
 )
 from plphp.models.tiny import build_tiny_config, build_tiny_model, save_tiny
 
@@ -74,5 +75,6 @@ __all__ = [
     "make_image",
     "load_builtin_model",
     "load_grid_model",
+    "register_processors",
     "save_tiny",
 ]

@@ -267,8 +267,8 @@ def save_tiny(arch: str, path: str | os.PathLike, *, seed: int = 0) -> pathlib.P
     Returns:
         The directory, loadable with `AutoModelForImageTextToText.from_pretrained` and
         `AutoProcessor.from_pretrained`. For LLaVA-OneVision and the Qwen models the processor
-        class is plphp's (see the module's note): import `plphp.models` before loading,
-        or pass `trust_remote_code=True`.
+        class is plphp's (see the package's note): call `plphp.models.register_processors()`
+        before loading, or pass `trust_remote_code=True`.
     """
     path = pathlib.Path(path)
     path.mkdir(parents=True, exist_ok=True)

@@ -173,6 +173,7 @@ def test_vision_tokens_in_the_mixed_batch(arch):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_save_and_load_with_auto_classes(arch, tmp_path):
+    models.register_processors()
     path = models.save_tiny(arch, tmp_path / arch, seed=1)
     processor = AutoProcessor.from_pretrained(path)
     model = AutoModelForImageTextToText.from_pretrained(path).eval()
@@ -243,6 +244,39 @@ def test_saved_processor_in_a_process_that_never_imported_plphp(tmp_path):
     assert result.returncode == 0, result.stderr
     # transformers prints its y/N prompt on stdout before refusing
     assert "asked-for-trust" in result.stdout and "loaded-without-trust" not in result.stdout
+    assert (
+        result.stdout.strip().splitlines()[-1]
+        == f"TinyQwen2VLProcessor {models.build_tiny_config('qwen2_vl').image_token_id}"
+    )
+
+
+def test_importing_plphp_registers_no_processor_class_and_register_processors_does(tmp_path):
+    path = models.save_tiny("qwen2_vl", tmp_path / "model")
+    script = (
+        "import sys\n"
+        "from transformers import AutoProcessor\n"
+        "import plphp.models\n"
+        "try:\n"
+        "    AutoProcessor.from_pretrained(sys.argv[1])\n"
+        "    print('loaded-on-import')\n"
+        "except ValueError:\n"
+        "    print('asked-for-trust')\n"
+        "plphp.models.register_processors()\n"
+        "plphp.models.register_processors()  # a second call changes nothing\n"
+        "processor = AutoProcessor.from_pretrained(sys.argv[1])\n"
+        "print(type(processor).__name__, processor.image_token_id)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "asked-for-trust" in result.stdout and "loaded-on-import" not in result.stdout
     assert (
         result.stdout.strip().splitlines()[-1]
         == f"TinyQwen2VLProcessor {models.build_tiny_config('qwen2_vl').image_token_id}"
