@@ -1,6 +1,6 @@
 """Answer quality under pruning on the trained grid model: policies side by side at three budgets.
 
-The grid model (`plphp.backends.tiny.grid`) answers the synthetic grid questions, so pruning shows
+The grid model (`plphp.models.grid`) answers the synthetic grid questions, so pruning shows
 in real answers. Every policy runs on the same held-out items (`make_tasks(split="test")`) in one
 `plphp.evaluation.evaluate` call (interleaved per batch), with exact match for single-image and
 multi-image questions, prompt KV bytes per item, the share of vision KV kept, and attention recall.
@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from plphp.backends.tiny.grid import load_grid_model
 from plphp.bench.runner import environment
 from plphp.evaluation.dataset import builtin_items
 from plphp.evaluation.run import evaluate
 from plphp.evaluation.runner import EvalSettings
+from plphp.models.grid import load_grid_model
 from plphp.policy import load_policy
 
 BUDGETS = (0.5, 0.3, 0.15)

@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.table import Table
 
 import plphp
-from plphp.backends.loading import chat_inputs
-from plphp.backends.tiny import build_tiny_model, build_tiny_processor, make_image
+from plphp.backends.inputs import chat_inputs
+from plphp.models import build_tiny_model, build_tiny_processor, make_image
 
 ONEVISION_05B = dict(
     num_layers=24,

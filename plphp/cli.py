@@ -74,6 +74,7 @@ def run(
 ) -> None:
     """Generate from a config file (model, inputs, generation, policy) and print the answer and report."""
     from plphp.backends.loading import generate_with_policy, load_model
+    from plphp.models import register_processors
     from plphp.policy import load_policy
     from plphp.runconfig import load_run_config
 
@@ -81,6 +82,7 @@ def run(
         run_config, _ = load_run_config(config)
         resolved = load_policy(policy if policy is not None else run_config.policy)
         with console.status(f"loading {run_config.model.path}"):
+            register_processors()  # so that a directory written by plphp.models.save_tiny loads too
             model, processor = load_model(run_config.model)
         answers = {}
         if baseline:

@@ -1,6 +1,6 @@
 """`plphp demo`: synthetic grounded questions through a small model that the project builds itself.
 
-By default the model is the grid model (`plphp.backends.tiny.grid`): a tiny LLaVA trained by the
+By default the model is the grid model (`plphp.models.grid`): a tiny LLaVA trained by the
 project on these tasks and shipped with it, so its answers can be checked against the references.
 `arch` may instead name a tiny random-weight architecture (Qwen2-VL, LLaVA-OneVision, ...), whose
 answers mean nothing but whose caches and layouts are those of the real models. The demo shows
@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from plphp.backends.loading import chat_inputs
+from plphp.backends.inputs import chat_inputs
 from plphp.backends.recall import recall_for
 from plphp.backends.session import apply
-from plphp.backends.tiny.builtin import GRID, load_builtin_model
+from plphp.models.builtin import GRID, load_builtin_model
 from plphp.policy import load_policy
 from plphp.registry import get_registry
 from plphp.report import PruningReport

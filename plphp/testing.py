@@ -74,8 +74,8 @@ class CaseResult:
 @functools.cache
 def tiny_vlm(architecture: str) -> TinyVLM:
     """Build (once per process) a tiny random model of `architecture` and its test inputs."""
-    from plphp.backends.loading import chat_inputs
-    from plphp.backends.tiny import build_tiny_model, build_tiny_processor, make_image
+    from plphp.backends.inputs import chat_inputs
+    from plphp.models import build_tiny_model, build_tiny_processor, make_image
 
     model = build_tiny_model(architecture, seed=0)
     processor = build_tiny_processor(architecture)

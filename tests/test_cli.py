@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from plphp.backends.tiny import make_image, save_tiny
+from plphp.models import make_image, save_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 

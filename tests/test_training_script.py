@@ -37,7 +37,7 @@ def test_training_script_is_deterministic_and_writes_a_loadable_model(tmp_path):
     assert record["held_out"]["items"] == 5 and len(record["history"]) == 3
     assert set(record["vision"]["patch_accuracy"]) == {"row", "column", "colour", "shape"}
 
-    from plphp.backends.tiny.grid import load_grid_model
+    from plphp.models.grid import load_grid_model
 
     model, processor = load_grid_model(tmp_path / "a")
     assert type(model).__name__ == "LlavaForConditionalGeneration"

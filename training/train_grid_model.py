@@ -1,9 +1,9 @@
-"""Train the grid model (`plphp.backends.tiny.grid`) on the synthetic grid tasks and save it.
+"""Train the grid model (`plphp.models.grid`) on the synthetic grid tasks and save it.
 
 Deterministic: every random draw comes from `--seed` (numpy streams for the data, torch's
 generator for the weights and dropout-free training), and a run with the same seed and the same
 `--threads` on the same machine gives the same weights. It runs on a CPU in about an hour on two
-cores and once only: the weights ship in `plphp/backends/tiny/grid_llava/`; CI never trains.
+cores and once only: the weights ship in `plphp/models/grid_llava/`; CI never trains.
 
 Recipe (what made the decoder's retrieval learnable in this budget):
 
@@ -20,7 +20,7 @@ Recipe (what made the decoder's retrieval learnable in this budget):
    `eval.json` beside the weights.
 
 Usage:
-    python training/train_grid_model.py --out plphp/backends/tiny/grid_llava
+    python training/train_grid_model.py --out plphp/models/grid_llava
     python training/train_grid_model.py --out /tmp/grid --vision-steps 5 --decoder-steps 5 --eval-items 10
 """
 
@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForImageTextToText
 
-from plphp.backends.tiny.grid import (
+from plphp.models.grid import (
     IMAGE_SIZE,
     PATCH_SIZE,
     ROLE_WORDS,
@@ -344,7 +344,7 @@ def train_decoder(model, processor, args, rng: np.random.Generator) -> list[dict
 @torch.inference_mode()
 def evaluate(model, processor, num_items: int, args) -> dict:
     """Exact match of greedy `generate()` on the held-out split, per kind, single and multi-image."""
-    from plphp.backends.loading import chat_inputs
+    from plphp.backends.inputs import chat_inputs
 
     items = make_tasks(num_items, seed=0, split="test")
     records = []

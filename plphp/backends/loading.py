@@ -1,4 +1,4 @@
-"""Loading real models and building chat inputs, for `plphp run` and scripts."""
+"""Loading real models and generating with a policy, for `plphp run` and scripts."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from typing import Any
 
 import torch
 from PIL import Image
-from transformers import AutoModelForImageTextToText, AutoProcessor, BatchFeature
+from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from plphp.backends.inputs import chat_inputs
 from plphp.errors import ConfigError
 from plphp.policy import Policy
 from plphp.report import PruningReport
@@ -30,11 +31,13 @@ def resolve_device(name: str) -> torch.device:
 def load_model(section: ModelSection) -> tuple[Any, Any]:
     """Load a model and its processor from a hub id or a local directory.
 
+    A directory written by `plphp.models.save_tiny` loads once `plphp.models.register_processors()`
+    has been called (the callers that accept such directories call it; this module does not
+    import `plphp.models`).
+
     Returns:
         `(model, processor)`, the model in eval mode on the configured device.
     """
-    import plphp.backends.tiny  # noqa: F401  registers the tiny models' processor classes by name
-
     device = resolve_device(section.device)
     dtype = section.dtype if section.dtype == "auto" else getattr(torch, section.dtype)
     try:
@@ -46,28 +49,6 @@ def load_model(section: ModelSection) -> tuple[Any, Any]:
         first = str(exc).strip().splitlines()[0]
         raise ConfigError(f"model.path: cannot load {section.path!r}: {first}") from None
     return model.to(device).eval(), processor
-
-
-def chat_inputs(
-    processor: Any, samples: list[tuple[str, list[Image.Image]]], device: str | torch.device = "cpu"
-) -> BatchFeature:
-    """A left-padded batch of one-turn chat prompts, one image placeholder per image.
-
-    Args:
-        processor: a processor with a chat template.
-        samples: `(question, images)` per sample; samples may hold different numbers of images.
-        device: where the tensors go.
-    """
-    conversations = [
-        [{"role": "user", "content": [{"type": "image"} for _ in images] + [{"type": "text", "text": question}]}]
-        for question, images in samples
-    ]
-    texts = processor.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False)
-    images = [list(sample_images) for _, sample_images in samples]
-    kwargs: dict[str, Any] = {"text": texts, "padding": True, "padding_side": "left", "return_tensors": "pt"}
-    if any(images):
-        kwargs["images"] = images
-    return processor(**kwargs).to(device)
 
 
 def generate_with_policy(

@@ -93,8 +93,10 @@ def _load(model: str, dtype: str, device: str, layers: int | None) -> tuple[Any,
     if layers is not None:
         raise ConfigError("--layers applies to named shapes only, not to a hub id or a local path")
     from plphp.backends.loading import load_model
+    from plphp.models import register_processors
     from plphp.runconfig import ModelSection
 
+    register_processors()  # so that a directory written by plphp.models.save_tiny loads too
     loaded, _ = load_model(ModelSection(path=model, dtype=dtype, device=device))
     return loaded, shape_of_model(loaded, model), f"{model} ({type(loaded).__name__}, weights from the checkpoint)"
 

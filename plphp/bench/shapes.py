@@ -165,7 +165,7 @@ def _overrides(shape: ModelShape, layers: int | None) -> dict[str, Any]:
 
 def shape_config(name: str, layers: int | None = None) -> Any:
     """The transformers config of the named shape (no weights built)."""
-    from plphp.backends.tiny import build_tiny_config
+    from plphp.models import build_tiny_config
 
     shape = get_shape(name)
     return build_tiny_config(shape.arch, **_overrides(shape, layers))
@@ -182,7 +182,7 @@ def build_shape_model(
         device: where to put it.
         layers: fewer decoder layers than the real model (smoke runs); None keeps the real count.
     """
-    from plphp.backends.tiny import build_tiny_model
+    from plphp.models import build_tiny_model
 
     shape = get_shape(name)
     if name in TINY_SHAPES:

@@ -95,16 +95,18 @@ def _load(path: str | None, arch: str, device: str, dtype: str):
     if path is None:
         import torch
 
-        from plphp.backends.tiny.builtin import GRID, load_builtin_model
+        from plphp.models.builtin import GRID, load_builtin_model
 
         torch.set_num_threads(1)  # a tiny model runs fastest on one thread (docs/architecture.md, "Measuring")
         model, processor, _ = load_builtin_model(arch)
         name = "grid model (plphp, trained)" if arch == GRID else f"tiny {arch} (random weights, seed 0, 12 layers)"
         return model, processor, name
     from plphp.backends.loading import load_model
+    from plphp.models import register_processors
     from plphp.runconfig import ModelSection
     from plphp.validation import validate
 
     section = validate(ModelSection, {"path": path, "device": device, "dtype": dtype}, "model")
+    register_processors()  # so that a directory written by plphp.models.save_tiny loads too
     model, processor = load_model(section)
     return model, processor, path

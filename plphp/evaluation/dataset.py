@@ -160,18 +160,3 @@ def load_jsonl(path: str | os.PathLike) -> list[EvalItem]:
     if not items:
         raise DatasetError(f"dataset: {path.name} holds no rows")
     return items
-
-
-def conversation(question: str, num_images: int) -> list[dict[str, Any]]:
-    """A one-turn chat with the images at the `<image>` markers, or first when there are none."""
-    if IMAGE_MARKER not in question:
-        content = [{"type": "image"} for _ in range(num_images)] + [{"type": "text", "text": question}]
-        return [{"role": "user", "content": content}]
-    content: list[dict[str, Any]] = []
-    pieces = question.split(IMAGE_MARKER)
-    for index, piece in enumerate(pieces):
-        if piece.strip():
-            content.append({"type": "text", "text": piece})
-        if index < len(pieces) - 1:
-            content.append({"type": "image"})
-    return [{"role": "user", "content": content}]

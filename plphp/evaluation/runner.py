@@ -19,10 +19,11 @@ from typing import Any
 
 import torch
 
+from plphp.backends.inputs import chat_inputs
 from plphp.backends.recall import recall_for
 from plphp.backends.session import apply
 from plphp.errors import ConfigError
-from plphp.evaluation.dataset import DatasetError, EvalItem, conversation
+from plphp.evaluation.dataset import IMAGE_MARKER, DatasetError, EvalItem
 from plphp.policy import Policy
 from plphp.registry import get_registry
 from plphp.report import PruningReport
@@ -88,14 +89,9 @@ def check_settings(out_dir: Path, settings: Mapping[str, Any]) -> None:
 
 def build_inputs(processor: Any, items: Sequence[EvalItem], device: Any) -> Any:
     """A left-padded batch of chat prompts for `items` (pictures decoded here)."""
-    images = [item.images() for item in items]
-    conversations = [conversation(item.question, len(pics)) for item, pics in zip(items, images)]
+    samples = [(item.question, item.images()) for item in items]
     try:
-        texts = processor.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False)
-        kwargs: dict[str, Any] = {"text": texts, "padding": True, "padding_side": "left", "return_tensors": "pt"}
-        if any(images):
-            kwargs["images"] = images
-        return processor(**kwargs).to(device)
+        return chat_inputs(processor, samples, device, image_marker=IMAGE_MARKER)
     except (ValueError, TypeError, RuntimeError, IndexError) as exc:
         rows = ", ".join(f"{item.where} (id {item.id!r})" for item in items)
         raise DatasetError(f"cannot build the prompts of {rows}: {exc}") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from plphp.backends.compat import cache_argument, output_cache, passed_cache
-from plphp.backends.tiny import build_tiny_model
+from plphp.models import build_tiny_model
 
 
 def test_cache_argument_follows_the_signature():

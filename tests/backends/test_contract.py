@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import plphp
-from plphp.backends.tiny import ARCHITECTURES
+from plphp.models import ARCHITECTURES
 from plphp.ops import kept_count
 from plphp.testing import tiny_vlm
 

@@ -8,8 +8,8 @@ import torch
 import plphp
 from plphp.backends.cache import PrunableLayer
 from plphp.backends.events import EVENTS, SessionObserver
-from plphp.backends.loading import chat_inputs
-from plphp.backends.tiny import build_tiny_model, build_tiny_processor, make_image
+from plphp.backends.inputs import chat_inputs
+from plphp.models import build_tiny_model, build_tiny_processor, make_image
 
 NEW_TOKENS = 4
 

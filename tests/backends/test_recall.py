@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from plphp.backends import tiny
+from plphp import models
+from plphp.backends.inputs import chat_inputs
 from plphp.backends.recall import RecallMeter, dropped_positions, kept_attention_share, measure_recall, recall_for
 from plphp.backends.session import apply
 from plphp.policy import load_policy
@@ -34,17 +35,17 @@ def test_kept_share_by_hand_with_grouped_query_heads():
 
 @pytest.fixture(scope="module")
 def eager_model():
-    return tiny.build_tiny_model("llava_onevision", seed=1, num_layers=4, attn_implementation="eager")
+    return models.build_tiny_model("llava_onevision", seed=1, num_layers=4, attn_implementation="eager")
 
 
 @pytest.fixture(scope="module")
 def batch():
-    processor = tiny.build_tiny_processor("llava_onevision")
+    processor = models.build_tiny_processor("llava_onevision")
     samples = [
-        ("describe the two pictures", [tiny.make_image(96, 64, seed=1), tiny.make_image(64, 96, seed=2)]),
-        ("what is shown", [tiny.make_image(64, 64, seed=3)]),
+        ("describe the two pictures", [models.make_image(96, 64, seed=1), models.make_image(64, 96, seed=2)]),
+        ("what is shown", [models.make_image(64, 64, seed=3)]),
     ]
-    return tiny.make_inputs(processor, samples)
+    return chat_inputs(processor, samples)
 
 
 def test_recall_equals_the_share_of_the_models_own_attention_weights(eager_model, batch):
@@ -109,7 +110,7 @@ def test_full_masks_measure_exactly_one(eager_model, batch):
 
 
 def test_sdpa_and_eager_models_measure_the_same_recall(eager_model, batch):
-    sdpa_model = tiny.build_tiny_model("llava_onevision", seed=1, num_layers=4, attn_implementation="sdpa")
+    sdpa_model = models.build_tiny_model("llava_onevision", seed=1, num_layers=4, attn_implementation="sdpa")
     policy = load_policy("plphp", start_layer=1)
     with torch.inference_mode():
         eager, _, eager_out = measure_recall(eager_model, policy, batch, **GENERATE)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import plphp
-from plphp.backends.loading import chat_inputs
-from plphp.backends.tiny import build_tiny_model, build_tiny_processor, make_image
+from plphp.backends.inputs import chat_inputs
 from plphp.errors import PlphpError, UnsupportedModelError
+from plphp.models import build_tiny_model, build_tiny_processor, make_image
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import plphp
-from plphp.backends import tiny
+from plphp import models
 from plphp.errors import ConfigError
 from plphp.evaluation import (
     DatasetError,
@@ -30,7 +30,7 @@ SETTINGS = EvalSettings(batch_size=3, max_new_tokens=12)
 
 @pytest.fixture(scope="module")
 def model_and_processor():
-    return tiny.build_tiny_model("qwen2_vl", seed=0, num_layers=4), tiny.build_tiny_processor("qwen2_vl")
+    return models.build_tiny_model("qwen2_vl", seed=0, num_layers=4), models.build_tiny_processor("qwen2_vl")
 
 
 def _evaluate(model_and_processor, items, out, **kwargs):
@@ -201,7 +201,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_cli_runs_a_jsonl_dataset_through_a_saved_model_directory(tmp_path):
-    model_dir = tiny.save_tiny("llava_onevision", tmp_path / "tiny-onevision")
+    model_dir = models.save_tiny("llava_onevision", tmp_path / "tiny-onevision")
     path = _write_dataset(tmp_path, GOOD_ROWS)
     result = _cli(
         "--model",

@@ -23,10 +23,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from plphp.backends.tiny.grid import load_grid_model
 from plphp.evaluation.dataset import builtin_items
 from plphp.evaluation.run import evaluate
 from plphp.evaluation.runner import EvalSettings
+from plphp.models.grid import load_grid_model
 from plphp.tasks import SINGLE_IMAGE_KINDS
 
 # plphp-question's own per-layer budgets (its collector and tiers), random tokens: equal KV by construction

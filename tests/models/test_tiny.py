@@ -1,4 +1,4 @@
-"""Tests of the tiny random-weight models of real architectures (plphp.backends.tiny)."""
+"""Tests of the tiny random-weight models of real architectures (plphp.models)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from plphp.backends import tiny
+from plphp import models
+from plphp.backends.inputs import chat_inputs
 
-ARCHS = tiny.ARCHITECTURES
+ARCHS = models.ARCHITECTURES
 
 #: Vision tokens of one image of 64x64 and of 128x96 (width x height) pixels, alone in a sample.
 EXPECTED_VISION_TOKENS = {
@@ -31,7 +32,7 @@ MIXED_SAMPLES = [
 
 
 def mixed_samples():
-    return [(q, [tiny.make_image(w, h, seed=s) for w, h, s in imgs]) for q, imgs in MIXED_SAMPLES]
+    return [(q, [models.make_image(w, h, seed=s) for w, h, s in imgs]) for q, imgs in MIXED_SAMPLES]
 
 
 def vision_counts(inputs, config) -> list[int]:
@@ -44,8 +45,8 @@ def new_tokens(out: torch.Tensor, inputs) -> torch.Tensor:
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_config_shapes_and_token_ids_match_the_tokenizer(arch):
-    config = tiny.build_tiny_config(arch)
-    processor = tiny.build_tiny_processor(arch)
+    config = models.build_tiny_config(arch)
+    processor = models.build_tiny_processor(arch)
     tokenizer = processor.tokenizer
     text = config.get_text_config()
 
@@ -72,29 +73,29 @@ def test_config_shapes_and_token_ids_match_the_tokenizer(arch):
 
 
 def test_config_overrides_reach_the_sub_configs():
-    config = tiny.build_tiny_config(
+    config = models.build_tiny_config(
         "qwen2_vl", num_layers=6, text_config__initializer_range=0.02, vision_config__depth=1, vision_end_token_id=7
     )
     assert config.text_config.num_hidden_layers == len(config.text_config.layer_types) == 6
     assert config.text_config.initializer_range == 0.02
     assert config.vision_config.depth == 1
     assert config.vision_end_token_id == 7
-    model = tiny.build_tiny_model("llava", num_layers=5, hidden_size=128, num_heads=8, num_kv_heads=4)
+    model = models.build_tiny_model("llava", num_layers=5, hidden_size=128, num_heads=8, num_kv_heads=4)
     assert len(model.model.language_model.layers) == 5
     assert model.config.text_config.head_dim == 16
 
 
 def test_unknown_architecture_is_rejected():
     with pytest.raises(ValueError, match="unknown tiny architecture"):
-        tiny.build_tiny_config("gpt2")
+        models.build_tiny_config("gpt2")
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_generate_batch_of_one_is_not_degenerate(arch):
-    model = tiny.build_tiny_model(arch)
-    processor = tiny.build_tiny_processor(arch)
+    model = models.build_tiny_model(arch)
+    processor = models.build_tiny_processor(arch)
     assert not model.training
-    inputs = tiny.make_inputs(processor, [("What is shown in the picture?", [tiny.make_image(96, 64)])])
+    inputs = chat_inputs(processor, [("What is shown in the picture?", [models.make_image(96, 64)])])
     assert vision_counts(inputs, model.config)[0] > 0
 
     out = new_tokens(model.generate(**inputs, max_new_tokens=8), inputs)
@@ -108,9 +109,9 @@ def test_generate_batch_of_one_is_not_degenerate(arch):
     "mode", [{}, {"do_sample": True, "top_k": 50}, {"num_beams": 2}], ids=["greedy", "sample", "beams"]
 )
 def test_generate_mixed_padded_batch(arch, mode):
-    model = tiny.build_tiny_model(arch)
-    processor = tiny.build_tiny_processor(arch)
-    inputs = tiny.make_inputs(processor, mixed_samples())
+    model = models.build_tiny_model(arch)
+    processor = models.build_tiny_processor(arch)
+    inputs = chat_inputs(processor, mixed_samples())
 
     counts = vision_counts(inputs, model.config)
     assert counts[0] > 0 and counts[1] > 0 and counts[2] == 0
@@ -128,14 +129,14 @@ def test_generate_mixed_padded_batch(arch, mode):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_padded_batch_matches_single_samples(arch):
-    model = tiny.build_tiny_model(arch)
-    processor = tiny.build_tiny_processor(arch)
+    model = models.build_tiny_model(arch)
+    processor = models.build_tiny_processor(arch)
     samples = mixed_samples()
-    batch = tiny.make_inputs(processor, samples)
+    batch = chat_inputs(processor, samples)
     gen = {"max_new_tokens": 4, "output_scores": True, "return_dict_in_generate": True}
     batched = model.generate(**batch, **gen)
     for i, sample in enumerate(samples):
-        alone = tiny.make_inputs(processor, [sample])
+        alone = chat_inputs(processor, [sample])
         single = model.generate(**alone, **gen)
         torch.testing.assert_close(batched.scores[0][i], single.scores[0][0], atol=1e-4, rtol=1e-4)
         tokens = new_tokens(single.sequences, alone)[0].tolist()
@@ -145,10 +146,10 @@ def test_padded_batch_matches_single_samples(arch):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_vision_tokens_per_image_size(arch):
-    config = tiny.build_tiny_config(arch)
-    processor = tiny.build_tiny_processor(arch)
+    config = models.build_tiny_config(arch)
+    processor = models.build_tiny_processor(arch)
     counts = tuple(
-        vision_counts(tiny.make_inputs(processor, [("q", [tiny.make_image(w, h)])]), config)[0]
+        vision_counts(chat_inputs(processor, [("q", [models.make_image(w, h)])]), config)[0]
         for w, h in [(64, 64), (128, 96)]
     )
     assert counts == EXPECTED_VISION_TOKENS[arch]
@@ -166,21 +167,22 @@ def test_vision_tokens_in_the_mixed_batch(arch):
         "qwen2_vl": [16 + 48, 24, 0],
         "qwen2_5_vl": [16 + 48, 24, 0],
     }
-    inputs = tiny.make_inputs(tiny.build_tiny_processor(arch), mixed_samples())
-    assert vision_counts(inputs, tiny.build_tiny_config(arch)) == expected[arch]
+    inputs = chat_inputs(models.build_tiny_processor(arch), mixed_samples())
+    assert vision_counts(inputs, models.build_tiny_config(arch)) == expected[arch]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_save_and_load_with_auto_classes(arch, tmp_path):
-    path = tiny.save_tiny(arch, tmp_path / arch, seed=1)
+    models.register_processors()
+    path = models.save_tiny(arch, tmp_path / arch, seed=1)
     processor = AutoProcessor.from_pretrained(path)
     model = AutoModelForImageTextToText.from_pretrained(path).eval()
-    reference = tiny.build_tiny_model(arch, seed=1)
-    assert type(processor) is type(tiny.build_tiny_processor(arch))
+    reference = models.build_tiny_model(arch, seed=1)
+    assert type(processor) is type(models.build_tiny_processor(arch))
     assert type(model) is type(reference)
 
-    inputs = tiny.make_inputs(processor, mixed_samples())
-    reference_inputs = tiny.make_inputs(tiny.build_tiny_processor(arch), mixed_samples())
+    inputs = chat_inputs(processor, mixed_samples())
+    reference_inputs = chat_inputs(models.build_tiny_processor(arch), mixed_samples())
     assert inputs.keys() == reference_inputs.keys()
     for key in inputs:
         torch.testing.assert_close(inputs[key], reference_inputs[key], atol=0, rtol=0)
@@ -191,7 +193,7 @@ def test_save_and_load_with_auto_classes(arch, tmp_path):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_weights_are_deterministic_by_seed(arch):
     rng_state = torch.get_rng_state()
-    first, again, other = (tiny.build_tiny_model(arch, seed=s).state_dict() for s in (0, 0, 1))
+    first, again, other = (models.build_tiny_model(arch, seed=s).state_dict() for s in (0, 0, 1))
     assert torch.equal(torch.get_rng_state(), rng_state), "building a model leaves the global RNG alone"
     assert first.keys() == again.keys()
     assert all(torch.equal(first[k], again[k]) for k in first)
@@ -200,25 +202,25 @@ def test_weights_are_deterministic_by_seed(arch):
 
 def test_processor_and_images_are_deterministic():
     for arch in ARCHS:
-        a, b = tiny.build_tiny_processor(arch).tokenizer, tiny.build_tiny_processor(arch).tokenizer
+        a, b = models.build_tiny_processor(arch).tokenizer, models.build_tiny_processor(arch).tokenizer
         assert a.backend_tokenizer.to_str() == b.backend_tokenizer.to_str()
-    image = tiny.make_image(40, 30, seed=5)
+    image = models.make_image(40, 30, seed=5)
     assert image.size == (40, 30) and image.mode == "RGB"
-    assert image.tobytes() == tiny.make_image(40, 30, seed=5).tobytes()
-    assert image.tobytes() != tiny.make_image(40, 30, seed=6).tobytes()
+    assert image.tobytes() == models.make_image(40, 30, seed=5).tobytes()
+    assert image.tobytes() != models.make_image(40, 30, seed=6).tobytes()
 
 
 def test_model_options():
-    model = tiny.build_tiny_model("qwen2_vl", dtype=torch.bfloat16, attn_implementation="eager")
+    model = models.build_tiny_model("qwen2_vl", dtype=torch.bfloat16, attn_implementation="eager")
     assert next(model.parameters()).dtype == torch.bfloat16
     assert model.config.get_text_config()._attn_implementation == "eager"
-    processor = tiny.build_tiny_processor("qwen2_vl")
-    inputs = tiny.make_inputs(processor, [("Describe the image.", [tiny.make_image(64, 32)])])
+    processor = models.build_tiny_processor("qwen2_vl")
+    inputs = chat_inputs(processor, [("Describe the image.", [models.make_image(64, 32)])])
     assert model.generate(**inputs, max_new_tokens=3).shape[1] <= inputs["input_ids"].shape[1] + 3
 
 
 def test_saved_processor_in_a_process_that_never_imported_plphp(tmp_path):
-    path = tiny.save_tiny("qwen2_vl", tmp_path / "model")
+    path = models.save_tiny("qwen2_vl", tmp_path / "model")
     script = (
         "import sys\n"
         "from transformers import AutoProcessor\n"
@@ -244,5 +246,38 @@ def test_saved_processor_in_a_process_that_never_imported_plphp(tmp_path):
     assert "asked-for-trust" in result.stdout and "loaded-without-trust" not in result.stdout
     assert (
         result.stdout.strip().splitlines()[-1]
-        == f"TinyQwen2VLProcessor {tiny.build_tiny_config('qwen2_vl').image_token_id}"
+        == f"TinyQwen2VLProcessor {models.build_tiny_config('qwen2_vl').image_token_id}"
+    )
+
+
+def test_importing_plphp_registers_no_processor_class_and_register_processors_does(tmp_path):
+    path = models.save_tiny("qwen2_vl", tmp_path / "model")
+    script = (
+        "import sys\n"
+        "from transformers import AutoProcessor\n"
+        "import plphp.models\n"
+        "try:\n"
+        "    AutoProcessor.from_pretrained(sys.argv[1])\n"
+        "    print('loaded-on-import')\n"
+        "except ValueError:\n"
+        "    print('asked-for-trust')\n"
+        "plphp.models.register_processors()\n"
+        "plphp.models.register_processors()  # a second call changes nothing\n"
+        "processor = AutoProcessor.from_pretrained(sys.argv[1])\n"
+        "print(type(processor).__name__, processor.image_token_id)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "asked-for-trust" in result.stdout and "loaded-on-import" not in result.stdout
+    assert (
+        result.stdout.strip().splitlines()[-1]
+        == f"TinyQwen2VLProcessor {models.build_tiny_config('qwen2_vl').image_token_id}"
     )

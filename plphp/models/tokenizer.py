@@ -11,7 +11,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from plphp.backends.tiny.common import (
+from plphp.models.common import (
     _QWEN_FAMILY,
 )
 

@@ -23,7 +23,7 @@ from transformers import (
     SiglipVisionConfig,
 )
 
-from plphp.backends.tiny.common import (
+from plphp.models.common import (
     _GRID_PINPOINTS,
     _LLAVA_IMAGE_SIZE,
     _PATCH_SIZE,
@@ -32,8 +32,8 @@ from plphp.backends.tiny.common import (
     _TILE_SIZE,
     _check_arch,
 )
-from plphp.backends.tiny.processors import _TINY_PROCESSORS, build_tiny_processor
-from plphp.backends.tiny.tokenizer import _bpe_vocabulary, _special_tokens
+from plphp.models.processors import _TINY_PROCESSORS, build_tiny_processor
+from plphp.models.tokenizer import _bpe_vocabulary, _special_tokens
 
 
 def _token_ids(arch: str) -> dict[str, int]:
@@ -267,8 +267,8 @@ def save_tiny(arch: str, path: str | os.PathLike, *, seed: int = 0) -> pathlib.P
     Returns:
         The directory, loadable with `AutoModelForImageTextToText.from_pretrained` and
         `AutoProcessor.from_pretrained`. For LLaVA-OneVision and the Qwen models the processor
-        class is plphp's (see the module's note): import `plphp.backends.tiny` before loading,
-        or pass `trust_remote_code=True`.
+        class is plphp's (see the package's note): call `plphp.models.register_processors()`
+        before loading, or pass `trust_remote_code=True`.
     """
     path = pathlib.Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -291,8 +291,8 @@ def _write_processor_auto_map(path: pathlib.Path, class_name: str) -> None:
     from plphp (the written module only re-exports it).
     """
     (path / f"{_AUTO_MAP_MODULE}.py").write_text(
-        '"""Processor of a plphp tiny model: re-exported from plphp.backends.tiny."""\n\n'
-        f"from plphp.backends.tiny import {class_name}\n\n__all__ = [{class_name!r}]\n"
+        '"""Processor of a plphp tiny model: re-exported from plphp.models."""\n\n'
+        f"from plphp.models import {class_name}\n\n__all__ = [{class_name!r}]\n"
     )
     config_file = path / "processor_config.json"
     config = json.loads(config_file.read_text())

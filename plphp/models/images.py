@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from plphp.backends.loading import chat_inputs
-
 
 def make_image(width: int, height: int, seed: int = 0) -> Image.Image:
     """Draws a deterministic RGB picture: a coloured background with a few coloured rectangles.
@@ -27,7 +25,3 @@ def make_image(width: int, height: int, seed: int = 0) -> Image.Image:
         y0, y1 = sorted(int(v) for v in rng.integers(0, height, 2))
         draw.rectangle([x0, y0, x1, y1], fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
     return image
-
-
-# Chat inputs are built the same way for tiny and real models.
-make_inputs = chat_inputs

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from plphp.backends.tiny.common import ARCHITECTURES
-from plphp.backends.tiny.grid import load_grid_model
-from plphp.backends.tiny.models import build_tiny_model
-from plphp.backends.tiny.processors import build_tiny_processor
 from plphp.errors import ConfigError
+from plphp.models.common import ARCHITECTURES
+from plphp.models.grid import load_grid_model
+from plphp.models.processors import build_tiny_processor
+from plphp.models.tiny import build_tiny_model
 
 #: The trained model's name.
 GRID = "grid"
@@ -19,7 +19,7 @@ def load_builtin_model(name: str = GRID) -> tuple[Any, Any, str]:
     """A built-in model, its processor and a one-line description.
 
     Args:
-        name: "grid" (the trained grid model, `plphp.backends.tiny.grid`) or a tiny random-weight
+        name: "grid" (the trained grid model, `plphp.models.grid`) or a tiny random-weight
             architecture of `ARCHITECTURES` (12 decoder layers, so that the default start layer
             leaves a representative share unpruned).
 

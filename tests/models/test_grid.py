@@ -6,8 +6,8 @@ import json
 import subprocess
 import sys
 
-from plphp.backends.loading import chat_inputs
-from plphp.backends.tiny.grid import (
+from plphp.backends.inputs import chat_inputs
+from plphp.models.grid import (
     GRID_MODEL_DIR,
     TOKENS_PER_IMAGE,
     build_grid_config,

@@ -16,7 +16,7 @@ from transformers import (
     Qwen2VLProcessor,
 )
 
-from plphp.backends.tiny.common import (
+from plphp.models.common import (
     _CLIP_MEAN,
     _CLIP_STD,
     _GRID_PINPOINTS,
@@ -27,7 +27,7 @@ from plphp.backends.tiny.common import (
     _TILE_SIZE,
     _check_arch,
 )
-from plphp.backends.tiny.tokenizer import _CHAT_TEMPLATES, _build_tokenizer
+from plphp.models.tokenizer import _CHAT_TEMPLATES, _build_tokenizer
 
 
 class TinyQwen2VLProcessor(Qwen2VLProcessor):
@@ -74,10 +74,19 @@ class TinyLlavaOnevisionProcessor(LlavaOnevisionProcessor):
 
 
 _TINY_PROCESSORS = (TinyQwen2VLProcessor, TinyQwen2_5_VLProcessor, TinyLlavaOnevisionProcessor)
-for _cls in _TINY_PROCESSORS:
-    # Registered under a private key (not a config class), so that AutoProcessor finds the class
-    # by the name saved in processor_config.json without changing what real checkpoints load.
-    AutoProcessor.register(f"plphp_tiny_{_cls.__name__}", _cls, exist_ok=True)
+
+
+def register_processors() -> None:
+    """Register plphp's processor classes with `AutoProcessor`; calling it again does nothing more.
+
+    After this, `AutoProcessor.from_pretrained` loads a directory written by `save_tiny` in this
+    process (without it, it asks for `trust_remote_code=True`, see the package's note). Call it
+    before loading a saved tiny model; importing plphp registers nothing.
+    """
+    for cls in _TINY_PROCESSORS:
+        # Registered under a private key (not a config class), so that AutoProcessor finds the class
+        # by the name saved in processor_config.json without changing what real checkpoints load.
+        AutoProcessor.register(f"plphp_tiny_{cls.__name__}", cls, exist_ok=True)
 
 
 def build_tiny_processor(arch: str) -> transformers.ProcessorMixin:

@@ -1,5 +1,6 @@
-"""Tiny vision-language models of real transformers architectures: random-weight ones built here,
-and the trained grid model that ships with plphp (`plphp.backends.tiny.grid`, `load_grid_model`).
+"""The models that plphp builds or ships: tiny vision-language models of real transformers
+architectures with random weights (`plphp.models.tiny`, `plphp.models.processors`,
+`plphp.models.tokenizer`), and the trained grid model (`plphp.models.grid`, `load_grid_model`).
 
 `load_builtin_model(name)` gives either by name ("grid" or an architecture of `ARCHITECTURES`).
 
@@ -22,10 +23,11 @@ tiling over 32x32 tiles; in a OneVision sample with several images every image h
 and Qwen2.5-VL 16 / 48 / 48 (one token per 16x16 pixels, between 4 and 100).
 
 Example:
-    >>> from plphp.backends import tiny
-    >>> model = tiny.build_tiny_model("qwen2_vl")
-    >>> processor = tiny.build_tiny_processor("qwen2_vl")
-    >>> inputs = tiny.make_inputs(processor, [("What is shown?", [tiny.make_image(64, 96)])])
+    >>> from plphp import models
+    >>> from plphp.backends.inputs import chat_inputs
+    >>> model = models.build_tiny_model("qwen2_vl")
+    >>> processor = models.build_tiny_processor("qwen2_vl")
+    >>> inputs = chat_inputs(processor, [("What is shown?", [models.make_image(64, 96)])])
     >>> out = model.generate(**inputs, max_new_tokens=5)
 
 Note:
@@ -34,9 +36,9 @@ Note:
     architectures the processor is a subclass of the real one without the video sub-processor
     (``TinyQwen2VLProcessor``, ``TinyQwen2_5_VLProcessor``, ``TinyLlavaOnevisionProcessor``);
     image processing, placeholder expansion and tokenization are the real classes' code. The
-    subclasses are registered with ``AutoProcessor`` when this module is imported, so
-    ``AutoProcessor.from_pretrained`` loads a directory written by :func:`save_tiny` in any
-    process that has imported ``plphp.backends.tiny``. The saved ``processor_config.json`` also
+    subclasses are registered with ``AutoProcessor`` by :func:`register_processors` (importing
+    plphp registers nothing), so ``AutoProcessor.from_pretrained`` loads a directory written by
+    :func:`save_tiny` in any process that has called it. The saved ``processor_config.json`` also
     has an ``auto_map`` to a one-line module re-exporting the class, so that a process that never
     imported plphp is asked for ``trust_remote_code=True`` (and then loads it) instead of silently
     getting the tokenizer alone, which is what transformers returns when it cannot find the class.
@@ -44,17 +46,18 @@ Note:
 
 from __future__ import annotations
 
-from plphp.backends.tiny.builtin import BUILTIN_MODELS, GRID, load_builtin_model
-from plphp.backends.tiny.common import ARCHITECTURES
-from plphp.backends.tiny.grid import GRID_MODEL_DIR, build_grid_config, build_grid_processor, load_grid_model
-from plphp.backends.tiny.images import make_image, make_inputs
-from plphp.backends.tiny.models import build_tiny_config, build_tiny_model, save_tiny
-from plphp.backends.tiny.processors import (
+from plphp.models.builtin import BUILTIN_MODELS, GRID, load_builtin_model
+from plphp.models.common import ARCHITECTURES
+from plphp.models.grid import GRID_MODEL_DIR, build_grid_config, build_grid_processor, load_grid_model
+from plphp.models.images import make_image
+from plphp.models.processors import (
     TinyLlavaOnevisionProcessor,
     TinyQwen2_5_VLProcessor,
     TinyQwen2VLProcessor,
     build_tiny_processor,
+    register_processors,
 )
+from plphp.models.tiny import build_tiny_config, build_tiny_model, save_tiny
 
 __all__ = [
     "ARCHITECTURES",
@@ -72,6 +75,6 @@ __all__ = [
     "make_image",
     "load_builtin_model",
     "load_grid_model",
-    "make_inputs",
+    "register_processors",
     "save_tiny",
 ]
