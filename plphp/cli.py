@@ -12,6 +12,7 @@ from rich.table import Table
 
 from plphp.errors import PlphpError
 from plphp.evaluation.command import eval_command
+from plphp.options import ArchOption
 
 app = typer.Typer(
     add_completion=False,
@@ -59,7 +60,7 @@ def policies() -> None:
         config = {k: v for k, v in preset.config.items() if k != "stage"}
         presets.add_row(name, str(preset.config.get("stage", "decode")), description, json.dumps(config))
     console.print(presets)
-    adapters = ", ".join(sorted({a for adapter in registry.adapters() for a in adapter.architectures}))
+    adapters = ", ".join(registry.architectures())
     console.print(f"[bold]model architectures:[/bold] {adapters}")
 
 
@@ -103,13 +104,7 @@ app.command("eval")(eval_command)
 
 @app.command()
 def demo(
-    arch: Annotated[
-        str,
-        typer.Option(
-            help="'grid': the trained model shipped with plphp; or a tiny random-weight architecture "
-            "(llava, llava_next, llava_onevision, qwen2_vl, qwen2_5_vl)"
-        ),
-    ] = "grid",
+    arch: ArchOption = "grid",
     policy: Annotated[str, typer.Option(help="preset or policy file")] = "plphp",
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 24,
     png: Annotated[Path, typer.Option(help="where to write the kept-patches picture")] = Path("plphp-demo.png"),

@@ -37,8 +37,6 @@ from plphp.ops import budget_per_sample
 from plphp.policy import Policy, load_policy
 from plphp.stats import PromptInfo
 
-#: Architectures the kit runs on by default (every built-in adapter).
-ARCHITECTURES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl")
 #: Maximum logit difference between "prune" and "mask" (float32, eager attention). Removing entries
 #: changes the order eager attention sums in, and the tiny models' large weights amplify it: snapkv
 #: (decode stage) on LLaVA-NeXT measured 1.24e-5 after 4 tokens on the dependency set of 2026-12
@@ -216,7 +214,7 @@ def _check_report(report: Any, inputs: Mapping[str, torch.Tensor], policy: Polic
 
 def check_policy(
     policy: str | Mapping[str, Any] | Policy,
-    architectures: Iterable[str] = ARCHITECTURES,
+    architectures: Iterable[str] | None = None,
     batches: Iterable[str] = ("batch1", "batch3"),
     tolerance: float = TOLERANCE,
     **overrides: Any,
@@ -225,7 +223,8 @@ def check_policy(
 
     Args:
         policy: a preset name, a config dict or file, or a `Policy` (as `plphp.load_policy` takes).
-        architectures: which tiny architectures to run (default: all built-in ones).
+        architectures: which tiny architectures to run (default: every one `plphp.models` builds,
+            `plphp.models.ARCHITECTURES`).
         batches: "batch1" (one image) and / or "batch3" (left padding; 2, 1 and 0 images).
         tolerance: maximum logit difference between pruning and the masked reference.
         **overrides: merged into the policy config.
@@ -233,10 +232,12 @@ def check_policy(
     Returns:
         One `CaseResult` per (architecture, batch), with the measured difference and KV reduction.
     """
+    from plphp.models import ARCHITECTURES
+
     resolved = load_policy(policy, **overrides)
     check_components(resolved)
     results = []
-    for architecture in architectures:
+    for architecture in ARCHITECTURES if architectures is None else architectures:
         vlm = tiny_vlm(architecture)
         model = vlm.model
         model.set_attn_implementation({"text_config": "eager"})

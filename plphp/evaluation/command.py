@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from plphp.errors import PlphpError
+from plphp.options import ArchOption
 
 console = Console()
 
@@ -38,13 +39,7 @@ def eval_command(
     batch_size: Annotated[int, typer.Option(min=1)] = 4,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="upper bound; a batch stops at its longest answer")] = 32,
     recall: Annotated[bool, typer.Option(help="measure attention recall (one more unpruned pass)")] = True,
-    arch: Annotated[
-        str,
-        typer.Option(
-            help="when no --model is given: 'grid', the trained model shipped with plphp, or a tiny "
-            "random-weight architecture (llava, llava_next, llava_onevision, qwen2_vl, qwen2_5_vl)"
-        ),
-    ] = "grid",
+    arch: ArchOption = "grid",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")] = "auto",
     dtype: Annotated[str, typer.Option(help="float32, float16, bfloat16, auto")] = "float32",
     overwrite: Annotated[bool, typer.Option(help="discard results already in --out instead of resuming")] = False,
