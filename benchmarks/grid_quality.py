@@ -27,7 +27,7 @@ import torch
 from rich.console import Console
 
 from plphp.backends.tiny.grid import load_grid_model
-from plphp.bench.runner import environment
+from plphp.bench.environment import environment
 from plphp.evaluation.dataset import builtin_items
 from plphp.evaluation.run import evaluate
 from plphp.evaluation.runner import EvalSettings

@@ -54,7 +54,7 @@ import torch
 
 import plphp
 from plphp.backends.adapters import ModelAdapter
-from plphp.bench.runner import environment
+from plphp.bench.environment import environment
 
 #: The real Qwen2-0.5B shape (vocabulary aside).
 QWEN2_05B = {

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prefill_overhead import SyntheticVisionAdapter, SyntheticVisionPlugin, build_model, build_prompt  # noqa: E402
 
 import plphp  # noqa: E402
-from plphp.bench.runner import environment  # noqa: E402
+from plphp.bench.environment import environment  # noqa: E402
 
 
 def timed_prefill(model, input_ids, policy: str | None) -> tuple[float, float, float]:
