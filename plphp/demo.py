@@ -19,7 +19,6 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from plphp.backends.adapters import find_adapter
 from plphp.backends.loading import chat_inputs
 from plphp.backends.recall import RecallObserver, dropped_positions
 from plphp.backends.session import apply
@@ -98,7 +97,7 @@ def run_demo(
         )
     if png is not None and report.layers:
         chosen = layer if layer is not None else _most_pruned_layer(report)
-        adapter = find_adapter(model, get_registry().adapters())
+        adapter = get_registry().adapter_for(model)
         title = (
             f"{resolved.name} on the grid model"
             if trained
@@ -111,7 +110,7 @@ def run_demo(
 def _recall(model: Any, inputs: Any, report: PruningReport, settings: dict) -> float | None:
     if not any(layer.pruned for layer in report.layers):
         return None
-    adapter = find_adapter(model, get_registry().adapters())
+    adapter = get_registry().adapter_for(model)
     masks = dropped_positions(report, adapter.vision_mask(inputs["input_ids"]), inputs["attention_mask"])
     with torch.inference_mode(), RecallObserver(model, {"policy": masks}, adapter) as observer:
         model.generate(**inputs, **settings)

@@ -16,7 +16,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from plphp.components import Allocator, Collector, Selector
-from plphp.errors import ConfigError, PolicyContractError, UnknownNameError
+from plphp.contract import check_retention
+from plphp.errors import ConfigError, UnknownNameError
 from plphp.registry import get_registry
 from plphp.stats import LayerStats, PromptInfo
 from plphp.validation import validate
@@ -114,16 +115,7 @@ class Policy:
     def retention(self, stats: Sequence[LayerStats], prompt: PromptInfo) -> torch.Tensor:
         """`[num_layers, B]` retention per layer and sample: the allocator's, and 1.0 outside the range."""
         rates = self.allocator.allocate(stats, prompt)
-        want = (prompt.num_layers, prompt.batch_size)
-        if not isinstance(rates, torch.Tensor) or tuple(rates.shape) != want:
-            shape = tuple(rates.shape) if isinstance(rates, torch.Tensor) else type(rates).__name__
-            raise PolicyContractError(
-                f"allocator {self.allocator.name!r} returned {shape}; expected a tensor of shape {list(want)}"
-            )
-        if torch.isnan(rates).any() or (rates < 0).any() or (rates > 1).any():
-            raise PolicyContractError(
-                f"allocator {self.allocator.name!r} returned retention outside [0, 1]: {rates.tolist()}"
-            )
+        check_retention(rates, prompt, f"allocator {self.allocator.name!r}")
         pruned = torch.tensor([self.prunes_layer(i) for i in range(prompt.num_layers)])
         return torch.where(pruned[:, None].to(rates.device), rates.float(), torch.ones_like(rates, dtype=torch.float))
 

@@ -6,13 +6,14 @@ plphp's own `pyproject.toml`) or registered at run time with `register_plugin`.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from typing import Any
 
 import pluggy
 
 from plphp import hookspecs
-from plphp.errors import ConfigError, UnknownNameError
+from plphp.errors import ConfigError, UnknownNameError, UnsupportedModelError
 
 KINDS = ("collector", "allocator", "selector")
 
@@ -22,7 +23,12 @@ _BUILTIN_MODULES = ("plphp.policies", "plphp.backends.adapters")
 
 
 class Registry:
-    """Lookup of registered components, presets and adapters by name."""
+    """Lookup of registered components, presets and adapters by name.
+
+    Every plugin is checked when it is registered: a hook name that plphp does not declare (a
+    misspelt `plphp_selector`) and a name that another plugin already registered (a component, a
+    preset or an adapter) are errors naming the plugin.
+    """
 
     def __init__(self, load_entry_points: bool = True):
         self.manager = pluggy.PluginManager(hookspecs.PROJECT)
@@ -33,6 +39,8 @@ class Registry:
                 module = importlib.import_module(module_name)
                 if not self.manager.is_registered(module):
                     self.manager.register(module, name=module_name)
+            self._check_pending()
+            self._check_unique()
 
     def register(self, plugin: Any, name: str | None = None) -> None:
         """Register a plugin object (a module or any object with `@hookimpl` methods)."""
@@ -40,6 +48,7 @@ class Registry:
             return
         self.manager.register(plugin, name=name)
         try:
+            self._check_pending()
             self._check_unique()
         except ConfigError:
             self.manager.unregister(plugin)
@@ -72,15 +81,62 @@ class Registry:
         return table[name]
 
     def adapters(self) -> list[type]:
+        """Adapter classes, in the order they are tried (most specific first within a plugin)."""
         return [cls for group in self.manager.hook.plphp_adapters() for cls in group]
 
+    def architectures(self) -> list[str]:
+        """The model classes the registered adapters handle: the one list of supported architectures."""
+        names = {name for adapter in self.adapters() for name in adapter.architectures}
+        return sorted(name for name in names if name.endswith("Generation"))
+
+    def adapter_for(self, model: Any) -> Any:
+        """The first registered adapter that handles `model`, built on it.
+
+        Raises:
+            UnsupportedModelError: naming the model's class and the supported architectures.
+        """
+        for adapter in self.adapters():
+            if adapter.handles(model):
+                return adapter(model)
+        raise UnsupportedModelError(
+            f"plphp has no adapter for {type(model).__name__}; supported architectures are "
+            f"{', '.join(self.architectures())} (a plugin can add one through the plphp_adapters hook)"
+        )
+
+    # -- checks ------------------------------------------------------------------------------------
+    def _check_pending(self) -> None:
+        """Refuse hook implementations whose name plphp does not declare (a misspelt hook)."""
+        try:
+            self.manager.check_pending()
+        except pluggy.PluginValidationError as exc:
+            declared = sorted(name for name in dir(hookspecs) if name.startswith(f"{hookspecs.PROJECT}_"))
+            hook = next((name for name in _hook_names(exc.plugin) if name not in declared), "?")
+            close = difflib.get_close_matches(hook, declared, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            plugin = self.manager.get_name(exc.plugin) or repr(exc.plugin)
+            raise ConfigError(
+                f"plugin {plugin!r} implements unknown hook {hook!r}: plphp's hooks are {', '.join(declared)}{hint}"
+            ) from None
+
     def _check_unique(self) -> None:
-        for kind in KINDS:
-            hook = getattr(self.manager.hook, f"plphp_{kind}s")
-            names = [cls.name for group in hook() for cls in group]
-            duplicates = {n for n in names if names.count(n) > 1}
+        """Refuse a name that two plugins register, for every kind (components, presets, adapters)."""
+        groups = {kind: getattr(self.manager.hook, f"plphp_{kind}s")() for kind in KINDS}
+        groups["preset"] = self.manager.hook.plphp_presets()
+        groups["adapter"] = self.manager.hook.plphp_adapters()
+        for kind, contributed in groups.items():
+            names = [entry.name for group in contributed for entry in group]
+            duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
-                raise ConfigError(f"{kind} names registered twice: {sorted(duplicates)}")
+                raise ConfigError(
+                    f"{kind} {', '.join(repr(n) for n in duplicates)} registered twice; "
+                    f"each {kind} name must be unique across plugins"
+                )
+
+
+def _hook_names(plugin: Any) -> list[str]:
+    """The names of the `@hookimpl` functions of a plugin object."""
+    marker = f"{hookspecs.PROJECT}_impl"
+    return [name for name in dir(plugin) if hasattr(getattr(plugin, name, None), marker)]
 
 
 _REGISTRY: Registry | None = None

@@ -1,17 +1,17 @@
-"""The tensors that flow between the backend and the policy components.
+"""The types that flow between the backend and the policy components: `PromptInfo`, `LayerStats`.
+
+The tensor helpers that components share live in `plphp.ops`; the checks of their outputs in
+`plphp.contract`.
 
 Shapes use `B` (batch), `H` (query heads), `H_kv` (key/value heads), `L` (prompt length).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from functools import cached_property
 
 import torch
-
-from plphp.errors import PolicyContractError
 
 
 @dataclass(frozen=True)
@@ -102,100 +102,3 @@ class LayerStats:
 
     scores: torch.Tensor
     vision_attention: torch.Tensor
-
-
-def kept_count(retention: float, num_tokens: int) -> int:
-    """How many of `num_tokens` vision tokens a retention rate keeps: `⌈retention · num_tokens⌉`.
-
-    A tolerance of 1e-6 keeps float noise (0.3 · 10 = 3.0000000000000004) from adding a token.
-    """
-    if num_tokens <= 0:
-        return 0
-    return max(0, min(num_tokens, math.ceil(retention * num_tokens - 1e-6)))
-
-
-def budget_per_sample(retention: torch.Tensor, prompt: PromptInfo) -> list[int]:
-    """Vision tokens each sample keeps in one layer: the sum over its images of `kept_count`.
-
-    Args:
-        retention: `[B]` retention rate per sample.
-        prompt: the prompt the layer belongs to.
-    """
-    return [
-        sum(kept_count(float(retention[b]), len(segment)) for segment in prompt.segments(b))
-        for b in range(prompt.batch_size)
-    ]
-
-
-def reduce_heads(scores: torch.Tensor, num_kv_heads: int, how: str = "mean") -> torch.Tensor:
-    """Reduce per-query-head scores to one score per key/value head.
-
-    Args:
-        scores: `[B, H_s, L]`, with `H_s` a multiple of `num_kv_heads`.
-        num_kv_heads: heads of the key/value cache.
-        how: "mean" or "max" over the query heads of a group.
-
-    Returns:
-        `[B, H_kv, L]`.
-    """
-    batch, heads, length = scores.shape
-    grouped = scores.reshape(batch, num_kv_heads, heads // num_kv_heads, length)
-    return grouped.amax(2) if how == "max" else grouped.mean(2)
-
-
-def pad_keep_indices(rows: list[list[torch.Tensor]], device: torch.device | str) -> torch.Tensor:
-    """Stack per-(sample, head) index lists into `[B, H_kv, k_max]`, sorted, padded with -1."""
-    width = max((len(idx) for heads in rows for idx in heads), default=0)
-    out = torch.full((len(rows), len(rows[0]) if rows else 0, width), -1, dtype=torch.long, device=device)
-    for b, heads in enumerate(rows):
-        for h, idx in enumerate(heads):
-            out[b, h, : len(idx)] = torch.sort(idx).values
-    return out
-
-
-def check_keep_indices(
-    keep: torch.Tensor,
-    prompt: PromptInfo,
-    expected: list[int] | None,
-    who: str,
-    head_budgets: bool = False,
-) -> None:
-    """Check a selector's output against the contract, raising `PolicyContractError` with what is wrong.
-
-    The contract: `[B, H_kv, k]` long; per (sample, head) the valid entries come first, ascending and
-    unique, each a vision position of that sample; -1 pads the rest; when `expected` is given,
-    sample `b` keeps exactly `expected[b]` tokens in every head, or, with `head_budgets` (heads
-    keep different counts), `H_kv · expected[b]` tokens over its heads together.
-    """
-    batch, kv_heads = prompt.batch_size, prompt.num_kv_heads
-    if keep.dtype != torch.long or keep.dim() != 3 or tuple(keep.shape[:2]) != (batch, kv_heads):
-        raise PolicyContractError(
-            f"{who} returned keep indices of shape {tuple(keep.shape)} and dtype {keep.dtype}; "
-            f"expected a long tensor of shape [{batch}, {kv_heads}, k]"
-        )
-    valid = keep >= 0
-    if (valid[..., 1:] & ~valid[..., :-1]).any():
-        raise PolicyContractError(f"{who} returned -1 padding before a valid index; pad at the end only")
-    if (keep >= prompt.length).any():
-        raise PolicyContractError(f"{who} returned an index beyond the prompt length {prompt.length}")
-    both = valid[..., 1:] & valid[..., :-1]
-    if (both & (keep[..., 1:] <= keep[..., :-1])).any():
-        raise PolicyContractError(f"{who} returned indices that are not sorted and unique")
-    hits_vision = torch.gather(prompt.vision_mask[:, None, :].expand(-1, kv_heads, -1), 2, keep.clamp(min=0))
-    if (valid & ~hits_vision).any():
-        raise PolicyContractError(f"{who} returned a position that is not a vision token (text is never pruned)")
-    if expected is not None and head_budgets:
-        totals = valid.sum((1, 2))
-        want = torch.tensor(expected, device=keep.device) * kv_heads
-        if not torch.equal(totals, want):
-            raise PolicyContractError(
-                f"{who} kept {totals.tolist()} tokens per sample over its {kv_heads} KV heads; "
-                f"the layer budget is {want.tolist()}"
-            )
-    elif expected is not None:
-        counts = valid.sum(-1)
-        want = torch.tensor(expected, device=keep.device)[:, None].expand_as(counts)
-        if not torch.equal(counts, want):
-            raise PolicyContractError(
-                f"{who} kept {counts.tolist()} tokens per (sample, head); the budget is {expected}"
-            )

@@ -31,9 +31,11 @@ from typing import Any
 import pytest
 import torch
 
+from plphp.contract import check_deterministic, check_keep_indices, check_shared_keep, check_stats
 from plphp.errors import PlphpError
+from plphp.ops import budget_per_sample
 from plphp.policy import Policy, load_policy
-from plphp.stats import LayerStats, PromptInfo, budget_per_sample, check_keep_indices
+from plphp.stats import PromptInfo
 
 #: Architectures the kit runs on by default (every built-in adapter).
 ARCHITECTURES = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl")
@@ -125,28 +127,10 @@ def check_components(policy: Policy, prompt: PromptInfo | None = None, seed: int
         query = torch.randn(shape, generator=generator)
         key = torch.randn(prompt.batch_size, prompt.num_kv_heads, prompt.length, prompt.head_dim, generator=generator)
         layer_stats = policy.collector.collect(query, key, prompt, layer, prompt.head_dim**-0.5)
-        who = f"collector {policy.collector.name!r}"
-        if not isinstance(layer_stats, LayerStats):
-            raise PolicyCheckError(f"{who} returned {type(layer_stats).__name__}; expected LayerStats")
-        scores, gamma = layer_stats.scores, layer_stats.vision_attention
-        heads = scores.shape[1] if scores.dim() == 3 else None
-        if (
-            scores.dim() != 3
-            or heads not in (prompt.num_heads, prompt.num_kv_heads)
-            or scores.shape[::2]
-            != (
-                prompt.batch_size,
-                prompt.length,
-            )
-        ):
-            raise PolicyCheckError(
-                f"{who} returned scores of shape {tuple(scores.shape)}; expected [B={prompt.batch_size}, "
-                f"H={prompt.num_heads} or H_kv={prompt.num_kv_heads}, L={prompt.length}]"
-            )
-        if not torch.isfinite(scores[prompt.vision_mask[:, None, :].expand_as(scores)]).all():
-            raise PolicyCheckError(f"{who} returned scores that are not finite at vision positions")
-        if tuple(gamma.shape) != (prompt.batch_size,):
-            raise PolicyCheckError(f"{who} returned vision_attention of shape {tuple(gamma.shape)}; expected [B]")
+        try:
+            check_stats(layer_stats, prompt, f"collector {policy.collector.name!r}", full=True)
+        except PlphpError as exc:
+            raise PolicyCheckError(str(exc)) from None
         stats.append(layer_stats)
     try:
         retention = policy.retention(stats, prompt)
@@ -158,15 +142,14 @@ def check_components(policy: Policy, prompt: PromptInfo | None = None, seed: int
         who = f"selector {policy.selector.name!r} (layer {layer})"
         budget = budget_per_sample(retention[layer], prompt)
         keep = policy.selector.select(stats[layer], retention[layer], prompt, layer)
+        again = policy.selector.select(stats[layer], retention[layer], prompt, layer)
         try:
             check_keep_indices(keep, prompt, budget, who, head_budgets=policy.selector.head_budgets)
+            if not policy.selector.per_head:
+                check_shared_keep(keep, who, "it declares per_head = False")
+            check_deterministic(keep, again, who)
         except PlphpError as exc:
             raise PolicyCheckError(str(exc)) from None
-        if not policy.selector.per_head and not torch.equal(keep, keep[:, :1].expand_as(keep)):
-            raise PolicyCheckError(f"{who} declares per_head = False but kept different tokens in different heads")
-        again = policy.selector.select(stats[layer], retention[layer], prompt, layer)
-        if not torch.equal(keep, again):
-            raise PolicyCheckError(f"{who} is not deterministic: two calls on the same input kept different tokens")
 
 
 # -- model checks ------------------------------------------------------------------------------------
@@ -194,11 +177,10 @@ def _generate(model: Any, inputs: Mapping[str, torch.Tensor], policy: Policy | N
 
 
 def _check_report(report: Any, inputs: Mapping[str, torch.Tensor], policy: Policy, model: Any, where: str) -> None:
-    from plphp.backends.adapters import find_adapter
     from plphp.registry import get_registry
     from plphp.report import kv_entry_bytes
 
-    adapter = find_adapter(model, get_registry().adapters())
+    adapter = get_registry().adapter_for(model)
     valid = inputs["attention_mask"].bool()
     vision = adapter.vision_mask(inputs["input_ids"]) & valid
     text = (valid & ~vision).sum(-1)  # [B]

@@ -90,3 +90,46 @@ def test_a_name_registered_twice_is_refused():
     reg.register(every_other)
     with pytest.raises(ConfigError, match="registered twice"):
         reg.register(Twin())
+
+
+def test_a_misspelt_hook_is_a_one_line_error_naming_the_plugin_and_the_hook():
+    class Misspelt:
+        @plphp.hookimpl
+        def plphp_selector(self):  # the hook is plphp_selectors
+            return []
+
+    reg = Registry()
+    with pytest.raises(ConfigError) as caught:
+        reg.register(Misspelt(), name="my-plugin")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "'my-plugin'" in message and "'plphp_selector'" in message and "did you mean 'plphp_selectors'" in message
+    assert reg.manager.get_plugin("my-plugin") is None, "the refused plugin is not left registered"
+
+
+def test_a_duplicate_preset_and_a_duplicate_adapter_are_refused():
+    from plphp.backends.adapters import LlavaAdapter
+    from plphp.policy import Preset
+
+    class TwinPreset:
+        @plphp.hookimpl
+        def plphp_presets(self):
+            return [Preset(name="plphp", config={})]
+
+    class TwinAdapter:
+        @plphp.hookimpl
+        def plphp_adapters(self):
+            return [LlavaAdapter]
+
+    reg = Registry()
+    with pytest.raises(ConfigError, match="preset 'plphp' registered twice"):
+        reg.register(TwinPreset())
+    with pytest.raises(ConfigError, match="adapter 'llava' registered twice"):
+        reg.register(TwinAdapter())
+    assert len(reg.presets()) == len(Registry().presets())
+
+
+def test_the_supported_architectures_come_from_the_registered_adapters():
+    reg = Registry()
+    assert "Qwen2VLForConditionalGeneration" in reg.architectures()
+    assert all(name.endswith("Generation") for name in reg.architectures())

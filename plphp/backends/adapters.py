@@ -12,7 +12,6 @@ from typing import Any, ClassVar
 import torch
 
 from plphp.backends.prefill import gather_slots
-from plphp.errors import UnsupportedModelError
 from plphp.hookspecs import hookimpl
 
 
@@ -178,15 +177,3 @@ BUILTIN_ADAPTERS = [LlavaAdapter, LlavaNextAdapter, Qwen2VLAdapter]
 @hookimpl
 def plphp_adapters():
     return BUILTIN_ADAPTERS
-
-
-def find_adapter(model: Any, adapters: list[type[ModelAdapter]]) -> ModelAdapter:
-    """The first adapter that handles `model`, or an error naming the supported architectures."""
-    for adapter in adapters:
-        if adapter.handles(model):
-            return adapter(model)
-    supported = sorted({name for adapter in adapters for name in adapter.architectures if name.endswith("Generation")})
-    raise UnsupportedModelError(
-        f"plphp has no adapter for {type(model).__name__}; supported architectures are {', '.join(supported)} "
-        f"(a plugin can add one through the plphp_adapters hook)"
-    )

@@ -46,6 +46,21 @@ class PrunableLayer(DynamicLayer):
         """`[B, 1 or H_kv, length]` bool validity of the slots in use, or None when all are valid."""
         return None if self._valid_buffer is None else self._valid_buffer[..., : self.length]
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the keys and values in use (`length` slots per head)."""
+        if self._key_buffer is None:
+            return 0
+        return self.keys.numel() * self.keys.element_size() + self.values.numel() * self.values.element_size()
+
+    @property
+    def allocated_nbytes(self) -> int:
+        """Bytes of the buffers holding the keys and values, spare slots included."""
+        if self._key_buffer is None:
+            return 0
+        buffers = (self._key_buffer, self._value_buffer)
+        return sum(buffer.numel() * buffer.element_size() for buffer in buffers)
+
     def _set(
         self, keys: torch.Tensor, values: torch.Tensor, valid: torch.Tensor | None, length: int | None = None
     ) -> None:

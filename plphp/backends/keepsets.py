@@ -30,24 +30,6 @@ def whole_layer_report(
     )
 
 
-def scatter_mask(keep: torch.Tensor, length: int) -> torch.Tensor:
-    """`[B, H_kv, L]` bool, True at the positions listed in `keep` (-1 entries ignored)."""
-    mask = torch.zeros(*keep.shape[:2], length + 1, dtype=torch.bool, device=keep.device)
-    mask.scatter_(2, torch.where(keep >= 0, keep, length), True)
-    return mask[..., :length]
-
-
-def keep_positions(keep_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Kept positions per row, ascending, padded to the longest row: `([B, H, n], valid [B, H, n])`."""
-    length = keep_mask.shape[-1]
-    order = torch.arange(length, device=keep_mask.device).expand_as(keep_mask)
-    ranked = torch.where(keep_mask, order, order + length).sort(dim=-1).values
-    width = int(keep_mask.sum(-1).max())
-    ranked = ranked[..., :width]
-    valid = ranked < length
-    return torch.where(valid, ranked, 0), valid
-
-
 def layer_nbytes(layer: Any) -> int:
     keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
     if keys is None or values is None:

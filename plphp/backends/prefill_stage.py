@@ -15,11 +15,13 @@ from typing import Any
 import torch
 
 from plphp.backends.cache import PrunableLayer
-from plphp.backends.keepsets import keep_positions, layer_nbytes, scatter_mask, whole_layer_report
+from plphp.backends.keepsets import layer_nbytes, whole_layer_report
 from plphp.backends.prefill import TokenSequence, gather_slots
-from plphp.errors import PlphpError, PolicyContractError
+from plphp.contract import check_keep_indices, check_shared_keep
+from plphp.errors import PlphpError
+from plphp.ops import budget_per_sample, keep_positions, scatter_mask
 from plphp.report import LayerReport, PruningReport
-from plphp.stats import LayerStats, budget_per_sample, check_keep_indices
+from plphp.stats import LayerStats
 
 
 @dataclass
@@ -104,10 +106,7 @@ class PrefillStageMixin:
         ratio = torch.where(drop.rate > 0, target / drop.rate.clamp(min=1e-12), torch.zeros_like(target)).clamp(0, 1)
         keep = selector.select(LayerStats(scores, ranking.vision_attention), ratio, candidates, layer_idx)
         check_keep_indices(keep, candidates, budget_per_sample(ratio, candidates), who)
-        if keep.shape[1] > 1 and not torch.equal(keep, keep[:, :1].expand_as(keep)):
-            raise PolicyContractError(
-                f"{who} kept different tokens in different heads; the prefill stage needs one set for all heads"
-            )
+        check_shared_keep(keep, who, "the prefill stage needs one set for all heads")
         text = prompt.key_valid & ~prompt.vision_mask
         present = text | scatter_mask(keep[:, :1], prompt.length)[:, 0]
         drop.sequence, drop.source = drop.sequence.keep(present, move=self.materialize == "prune")

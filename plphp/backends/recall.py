@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from plphp.backends.adapters import ModelAdapter, find_adapter
+from plphp.backends.adapters import ModelAdapter
 from plphp.backends.compat import passed_cache
 from plphp.backends.session import Session, apply
 from plphp.policy import load_policy
@@ -147,7 +147,7 @@ class RecallObserver(Session):
         dropped: Mapping[str, Sequence[torch.Tensor | None]],
         adapter: ModelAdapter | None = None,
     ):
-        adapter = adapter or find_adapter(model, get_registry().adapters())
+        adapter = adapter or get_registry().adapter_for(model)
         super().__init__(model, load_policy("full"), adapter)
         self.dropped = {name: list(masks) for name, masks in dropped.items()}
         self._steps: dict[str, list[torch.Tensor]] = {name: [] for name in self.dropped}
@@ -237,7 +237,7 @@ def measure_recall(
     with apply(model, policy) as session:
         model.generate(**inputs, **{**generate_kwargs, "max_new_tokens": 1})
     report = session.report
-    adapter = find_adapter(model, get_registry().adapters())
+    adapter = get_registry().adapter_for(model)
     input_ids = inputs["input_ids"]
     key_valid = inputs.get("attention_mask")
     masks = dropped_positions(report, adapter.vision_mask(input_ids), key_valid)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -34,17 +35,20 @@ import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 from plphp.backends import attention as attn
-from plphp.backends.adapters import ModelAdapter, find_adapter
+from plphp.backends.adapters import ModelAdapter
 from plphp.backends.cache import PrunableLayer
 from plphp.backends.compat import cache_argument, passed_cache
-from plphp.backends.keepsets import keep_positions, layer_nbytes, scatter_mask, whole_layer_report
+from plphp.backends.events import Observers, SessionObserver
+from plphp.backends.keepsets import layer_nbytes, whole_layer_report
 from plphp.backends.prefill import TokenSequence
 from plphp.backends.prefill_stage import DropState, PrefillStageMixin
+from plphp.contract import check_keep_indices, check_stats
 from plphp.errors import ConfigError, PlphpError
+from plphp.ops import budget_per_sample, keep_positions, scatter_mask
 from plphp.policy import Policy, load_policy
 from plphp.registry import get_registry
 from plphp.report import LayerReport, PruningReport
-from plphp.stats import LayerStats, PromptInfo, budget_per_sample, check_keep_indices
+from plphp.stats import LayerStats, PromptInfo
 
 _session_ids = itertools.count()
 
@@ -72,6 +76,7 @@ class Session(PrefillStageMixin):
         adapter: the model's adapter.
         materialize: "prune" removes entries from the cache; "mask" keeps and masks them.
         record_scores: keep each layer's token scores in the report.
+        observers: `SessionObserver`s notified of the session's events (`plphp.backends.events`).
 
     Attributes:
         report: the `PruningReport` of the latest prefill (None before the first).
@@ -85,6 +90,7 @@ class Session(PrefillStageMixin):
         adapter: ModelAdapter,
         materialize: Materialize = "prune",
         record_scores: bool = False,
+        observers: Sequence[SessionObserver] = (),
     ):
         if materialize not in ("prune", "mask"):
             raise ConfigError(f"materialize: {materialize!r} is not allowed; use 'prune' or 'mask'")
@@ -94,6 +100,7 @@ class Session(PrefillStageMixin):
         self.materialize = materialize
         self.record_scores = record_scores
         self.reports: list[PruningReport] = []
+        self.observers = Observers(observers)
         self._name = f"plphp_{next(_session_ids)}"
         self._hooks: list[Any] = []
         self._original_impl: str | None = None
@@ -114,6 +121,14 @@ class Session(PrefillStageMixin):
     @property
     def report(self) -> PruningReport | None:
         return self.reports[-1] if self.reports else None
+
+    def subscribe(self, observer: SessionObserver) -> None:
+        """Notify `observer` of this session's events from now on (see `plphp.backends.events`)."""
+        self.observers.add(observer)
+
+    def unsubscribe(self, observer: SessionObserver) -> None:
+        """Stop notifying `observer`."""
+        self.observers.remove(observer)
 
     # -- install / uninstall -------------------------------------------------------------------
     def __enter__(self) -> Session:
@@ -171,8 +186,7 @@ class Session(PrefillStageMixin):
     def record_stats(self, layer_idx: int, query: torch.Tensor, key: torch.Tensor, scaling: float) -> None:
         """Hand one layer's post-RoPE `query` `[B, H, L, D]` and `key` `[B, H_kv, L, D]` to the collector."""
         if self._prefill is not None:
-            prompt = self._prefill.current
-            self._prefill.stats[layer_idx] = self.policy.collector.collect(query, key, prompt, layer_idx, scaling)
+            self._collect(layer_idx, query, key, scaling)
 
     def end_prefill(self) -> PruningReport | None:
         """Allocate, select and compress, as the forward hook does; returns the new report."""
@@ -191,16 +205,38 @@ class Session(PrefillStageMixin):
                 f"plphp prunes the dynamic KV cache, but this call uses {type(self._cache).__name__}; "
                 "drop cache_implementation / cache (past_key_values) from the generate() arguments"
             )
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
         if self._cache is not None and self._cache.get_seq_length() == 0:
-            input_ids = kwargs.get("input_ids", args[0] if args else None)
+            self.observers.emit("on_prefill_start", self)
             self._start_prefill(self._cache, input_ids, kwargs.get("attention_mask"))
+            self.observers.emit("on_prompt", self, self._prefill.prompt if self._prefill is not None else None)
+        elif self._cache is not None:
+            rows = input_ids if input_ids is not None else kwargs.get("inputs_embeds")
+            self.observers.emit("on_decode_step", self, rows.shape[0] if rows is not None else 0)
         return args, kwargs
 
     def _after_forward(self, module, args, kwargs, output):
         prefill, self._prefill = self._prefill, None
         if prefill is not None:
-            self.reports.append(self._drop_report(prefill) if prefill.drop else self._compress(prefill))
+            self.observers.emit("on_prefill_end", self)
+            self.observers.emit("on_compress_start", self)
+            report = self._drop_report(prefill) if prefill.drop else self._compress(prefill)
+            self.reports.append(report)
+            for layer_report in report.layers:
+                if layer_report.pruned:
+                    layer = prefill.cache.layers[layer_report.layer_idx]
+                    self.observers.emit("on_layer_compressed", self, layer_report.layer_idx, layer)
+            self.observers.emit("on_compress_end", self, report)
         return output
+
+    def _collect(self, layer_idx: int, query: torch.Tensor, key: torch.Tensor, scaling: float) -> None:
+        """Run the collector on one layer of the prefill, between its two events."""
+        prefill = self._prefill
+        self.observers.emit("on_collect_start", self, layer_idx)
+        stats = self.policy.collector.collect(query, key, prefill.current, layer_idx, scaling)
+        check_stats(stats, prefill.current, f"collector {self.policy.collector.name!r} (layer {layer_idx})")
+        prefill.stats[layer_idx] = stats
+        self.observers.emit("on_layer_stats", self, layer_idx, stats)
 
     # -- prefill ---------------------------------------------------------------------------------
     def _start_prefill(self, cache: Cache, input_ids: torch.Tensor | None, attention_mask: Any) -> None:
@@ -328,23 +364,25 @@ class Session(PrefillStageMixin):
         prefill = self._prefill
         if prefill is not None:
             if query.shape[2] == key.shape[2]:
-                prefill.stats[layer_idx] = self.policy.collector.collect(
-                    query, key, prefill.current, layer_idx, scaling
-                )
+                self._collect(layer_idx, query, key, scaling)
             drop = prefill.drop
             shrunk = drop is not None and drop.first_layer is not None and layer_idx >= drop.first_layer
             if shrunk and not attn.takes_dense_mask(self._base_name):  # flash kernels take no dense mask
                 base = attn.base_attention("sdpa")
             return base(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
         layer = self._layer(layer_idx)
-        if layer is None or key.shape[-2] != layer.length:
-            return base(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
-        if not layer.compressed:
+        own_mask = layer is not None and key.shape[-2] == layer.length
+        if own_mask and not layer.compressed:
             fits = attention_mask.shape[-1] == key.shape[-2] if attention_mask is not None else layer.valid is None
-            if fits:
-                return base(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+            own_mask = not fits
+        if not own_mask:
+            if self.observers.wants("on_decode_attention"):
+                self.observers.emit("on_decode_attention", self, layer_idx, query, key, attention_mask, scaling)
+            return base(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
         additive = attn.uses_additive_mask(self._base_name)
         mask = layer.attention_mask(query.shape[2], query.shape[1], query.dtype if additive else None)
+        if self.observers.wants("on_decode_attention"):
+            self.observers.emit("on_decode_attention", self, layer_idx, query, key, mask, scaling)
         if mask is not None and not attn.takes_dense_mask(self._base_name):
             # Flash kernels take no dense mask: pruned layers with holes go through sdpa.
             return attn.base_attention("sdpa")(module, query, key, value, mask, scaling=scaling, dropout=dropout)
@@ -364,6 +402,7 @@ def apply(
     *,
     materialize: Materialize = "prune",
     record_scores: bool = False,
+    observers: Sequence[SessionObserver] = (),
     **overrides: Any,
 ) -> Session:
     """Prune `model`'s vision-token KV cache with `policy` inside a `with` block.
@@ -374,6 +413,7 @@ def apply(
         materialize: "prune" removes dropped entries from the cache (the point of the library);
             "mask" keeps them and masks them out, the reference that tests compare against.
         record_scores: keep every layer's token scores in the report (memory grows with the prompt).
+        observers: `SessionObserver`s notified of the session's events (`plphp.backends.events`).
         **overrides: merged into the policy config, e.g. `allocator={"retention": 0.3}`.
 
     Returns:
@@ -385,5 +425,5 @@ def apply(
         >>> session.report.vision_kv_reduction
     """
     resolved = load_policy(policy, **overrides)
-    adapter = find_adapter(model, get_registry().adapters())
-    return Session(model, resolved, adapter, materialize=materialize, record_scores=record_scores)
+    adapter = get_registry().adapter_for(model)
+    return Session(model, resolved, adapter, materialize=materialize, record_scores=record_scores, observers=observers)

@@ -289,7 +289,6 @@ def run_benchmark(
     run, which runs alone (prefill, then `warmup_tokens` decode steps). With `interleave="runs"`
     each run is whole and alone, and measures its own peaks.
     """
-    from plphp.backends.adapters import find_adapter
     from plphp.registry import get_registry
 
     if rounds < 1:
@@ -303,7 +302,7 @@ def run_benchmark(
                     f"--prefill synthetic: policy {variant.label!r} acts in stage {variant.policy.stage!r}, "
                     "so its prefill and cache come from the real prefill; use --prefill real for it"
                 )
-    adapter = find_adapter(model, get_registry().adapters())
+    adapter = get_registry().adapter_for(model)
     input_ids = build_input_ids(model, adapter, workload)
     memory = PeakMemory(model.device)
     result = BenchResult(setup={**setup, "memory_method": memory.method}, bandwidth=bandwidth, variants=variants)

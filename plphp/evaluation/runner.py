@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-from plphp.backends.adapters import find_adapter
 from plphp.backends.recall import RecallObserver, dropped_positions
 from plphp.backends.session import apply
 from plphp.errors import ConfigError
@@ -198,7 +197,7 @@ def run_eval(
     pending = [item for item in items if any((name, item.id) not in done for name in policies)]
     tokenizer = getattr(processor, "tokenizer", processor)
     stop_ids = _stop_ids(model, processor)
-    adapter = find_adapter(model, get_registry().adapters())
+    adapter = get_registry().adapter_for(model)
     for start in range(0, len(pending), settings.batch_size):
         batch = pending[start : start + settings.batch_size]
         inputs = build_inputs(processor, batch, model.device)

@@ -16,7 +16,7 @@ import torch
 from pydantic import Field
 
 from plphp.components import Params, Selector
-from plphp.stats import kept_count, pad_keep_indices, reduce_heads
+from plphp.ops import kept_count, pad_keep_indices, reduce_heads
 
 
 def adaptive_topk(scores: torch.Tensor, k: int, safeguard: float) -> list[torch.Tensor]:

@@ -12,26 +12,7 @@ import torch
 from pydantic import Field
 
 from plphp.components import Params, Selector
-from plphp.stats import kept_count, pad_keep_indices, reduce_heads
-
-
-def segment_topk(scores: torch.Tensor, segments: list[torch.Tensor], retention: float) -> list[torch.Tensor]:
-    """Per head, the top `⌈retention · len(segment)⌉` positions of each segment, concatenated.
-
-    Args:
-        scores: `[H_kv, L]` one sample's scores; segments: positions of each image.
-
-    Returns:
-        One unsorted index tensor per head.
-    """
-    picked = []
-    for segment in segments:
-        k = kept_count(retention, len(segment))
-        top = scores[:, segment].topk(k, dim=-1).indices  # [H_kv, k]
-        picked.append(segment[top])
-    if not picked:
-        return [scores.new_empty(0, dtype=torch.long)] * scores.shape[0]
-    return list(torch.cat(picked, dim=-1))
+from plphp.ops import pad_keep_indices, reduce_heads, segment_topk
 
 
 class HeadTopK(Selector):

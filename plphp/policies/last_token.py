@@ -10,51 +10,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from pydantic import Field, field_validator
 
 from plphp.components import Collector, Params
+from plphp.ops import observers, window_attention
 from plphp.stats import LayerStats, PromptInfo
-
-
-def window_attention(
-    query: torch.Tensor, key: torch.Tensor, key_valid: torch.Tensor, window: int, scaling: float
-) -> torch.Tensor:
-    """Softmax attention of the last `window` queries over all keys, with the causal and padding mask.
-
-    Args:
-        query: `[B, H, L, D]`; key: `[B, H_kv, L, D]`; key_valid: `[B, L]` bool.
-
-    Returns:
-        `[B, H, w, L]` attention probabilities (float32), `w = min(window, L)`.
-    """
-    batch, heads, length, dim = query.shape
-    kv_heads = key.shape[1]
-    w = min(window, length)
-    q = query[:, :, -w:, :].float().reshape(batch, kv_heads, (heads // kv_heads) * w, dim)
-    logits = (q @ key.float().transpose(-1, -2)) * scaling  # [B, H_kv, G*w, L]
-    logits = logits.reshape(batch, heads, w, length)
-    query_pos = torch.arange(length - w, length, device=query.device)
-    visible = key_valid[:, None, None, :] & (torch.arange(length, device=query.device) <= query_pos[:, None])
-    return torch.softmax(logits.masked_fill(~visible, float("-inf")), dim=-1).nan_to_num(0.0)
-
-
-def observers(prompt: PromptInfo, window: int | str) -> torch.Tensor:
-    """`[B, w]` bool: which of the last `w` prompt positions vote (padding never does).
-
-    `window` is a count of last tokens, or "question": the text tokens after each sample's last
-    vision token (the last token alone for a sample without one).
-    """
-    positions = torch.arange(prompt.length, device=prompt.key_valid.device)
-    if window == "question":
-        last_vision = torch.where(prompt.vision_mask, positions, -1).amax(-1)  # [B]
-        has_vision = (last_vision >= 0)[:, None]
-        voting = prompt.key_valid & (positions > last_vision[:, None]) & has_vision
-        voting[:, -1] |= prompt.key_valid[:, -1]
-        first = int(torch.where(voting, positions, prompt.length).amin())
-        return voting[:, first:]
-    width = min(int(window), prompt.length)
-    return prompt.key_valid[:, prompt.length - width :]
 
 
 class LastTokenAttention(Collector):

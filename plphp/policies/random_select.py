@@ -10,7 +10,7 @@ import torch
 from pydantic import Field
 
 from plphp.components import Params, Selector
-from plphp.stats import kept_count, pad_keep_indices
+from plphp.ops import kept_count, pad_keep_indices
 
 
 class RandomSelector(Selector):

@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 
 from plphp.components import Params, Selector
-from plphp.policies.head_topk import segment_topk
-from plphp.stats import pad_keep_indices
+from plphp.ops import pad_keep_indices, segment_topk
 
 
 class SharedTopK(Selector):

@@ -14,7 +14,7 @@ import torch
 from pydantic import Field, field_validator
 
 from plphp.components import Collector, Params
-from plphp.policies.last_token import window_attention
+from plphp.ops import window_attention
 from plphp.stats import LayerStats
 
 

@@ -23,7 +23,7 @@ import torch
 
 import plphp
 from plphp.backends.tiny import ARCHITECTURES
-from plphp.stats import kept_count
+from plphp.ops import kept_count
 from plphp.testing import tiny_vlm
 
 DECODING = {
@@ -180,10 +180,9 @@ def _segments(model, batch):
 
 
 def _spans(model, batch, b):
-    from plphp.backends.adapters import find_adapter
     from plphp.registry import get_registry
 
-    adapter = find_adapter(model, get_registry().adapters())
+    adapter = get_registry().adapter_for(model)
     ids = batch["input_ids"]
     vision = adapter.vision_mask(ids) & batch["attention_mask"].bool()
     segment_ids = adapter.segment_ids(ids, vision)[b]
@@ -227,7 +226,6 @@ def test_the_compressed_cache_holds_exactly_the_text_and_the_kept_vision_entries
 
 
 def _vision(model, batch):
-    from plphp.backends.adapters import find_adapter
     from plphp.registry import get_registry
 
-    return find_adapter(model, get_registry().adapters()).vision_mask(batch["input_ids"])
+    return get_registry().adapter_for(model).vision_mask(batch["input_ids"])

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from plphp.backends import tiny
-from plphp.backends.adapters import find_adapter
 from plphp.backends.recall import RecallObserver, dropped_positions, kept_attention_share, measure_recall
 from plphp.backends.session import apply
 from plphp.policy import load_policy
@@ -55,7 +54,7 @@ def test_recall_equals_the_share_of_the_models_own_attention_weights(eager_model
     with torch.inference_mode():
         with apply(model, "plphp", start_layer=1) as session:
             model.generate(**batch, max_new_tokens=1, do_sample=False)
-        adapter = find_adapter(model, get_registry().adapters())
+        adapter = get_registry().adapter_for(model)
         masks = dropped_positions(session.report, adapter.vision_mask(batch["input_ids"]), batch["attention_mask"])
         assert masks[0] is None and all(m is not None and m.any() for m in masks[1:])
         with RecallObserver(model, {"plphp": masks}) as observer:

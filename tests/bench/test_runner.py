@@ -74,10 +74,9 @@ def test_every_variant_runs_interleaved_and_bytes_match_the_report(name, prefill
 
 def test_input_ids_hold_the_vision_blocks_between_text(bandwidth):
     model = build_shape_model("tiny-llava-onevision")
-    from plphp.backends.adapters import find_adapter
     from plphp.registry import get_registry
 
-    adapter = find_adapter(model, get_registry().adapters())
+    adapter = get_registry().adapter_for(model)
     workload = Workload(batch=3, vision_tokens=10, text_tokens=4, images=3, new_tokens=1)
     ids = build_input_ids(model, adapter, workload)
     assert ids.shape == (3, workload.prompt_length) == (3, 16)
@@ -88,10 +87,9 @@ def test_input_ids_hold_the_vision_blocks_between_text(bandwidth):
 
 def test_the_formula_counts_text_plus_the_longest_row_of_kept_vision():
     model = build_shape_model("tiny-llava-onevision")
-    from plphp.backends.adapters import find_adapter
     from plphp.registry import get_registry
 
-    adapter = find_adapter(model, get_registry().adapters())
+    adapter = get_registry().adapter_for(model)
     batch = build_input_ids(model, adapter, Workload(batch=2, vision_tokens=20, text_tokens=5, new_tokens=1))
     with plphp.apply(model, "plphp", start_layer=1) as session, torch.inference_mode():
         model(input_ids=batch, use_cache=True)
@@ -133,10 +131,9 @@ def test_prefill_stage_policies_need_a_real_prefill(bandwidth):
 
 def test_the_formula_counts_the_padding_of_head_adaptive_budgets():
     model = build_shape_model("tiny-llava-onevision")
-    from plphp.backends.adapters import find_adapter
     from plphp.registry import get_registry
 
-    adapter = find_adapter(model, get_registry().adapters())
+    adapter = get_registry().adapter_for(model)
     batch = build_input_ids(model, adapter, Workload(batch=2, vision_tokens=20, text_tokens=5, new_tokens=1))
     with plphp.apply(model, "adakv") as session, torch.inference_mode():
         model(input_ids=batch, use_cache=True)

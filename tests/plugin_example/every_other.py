@@ -3,7 +3,7 @@
 import torch
 
 import plphp
-from plphp.stats import kept_count, pad_keep_indices
+from plphp.ops import kept_count, pad_keep_indices
 
 
 class EveryOther(plphp.Selector):

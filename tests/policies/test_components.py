@@ -9,13 +9,14 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from plphp.contract import check_keep_indices
 from plphp.errors import PolicyContractError
+from plphp.ops import budget_per_sample, kept_count, reduce_heads, window_attention
 from plphp.policies.head_topk import HeadTopK
-from plphp.policies.last_token import LastTokenAttention, window_attention
+from plphp.policies.last_token import LastTokenAttention
 from plphp.policies.random_select import RandomSelector
 from plphp.policies.uniform import Uniform
 from plphp.policies.vision_tiers import VisionTiers
-from plphp.stats import budget_per_sample, check_keep_indices, kept_count, reduce_heads
 from tests.policies.strategies import prompts, random_stats
 
 rates = st.floats(0.0, 1.0, allow_nan=False)

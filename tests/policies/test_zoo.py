@@ -10,7 +10,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from plphp.contract import check_keep_indices
 from plphp.errors import ConfigError
+from plphp.ops import budget_per_sample, kept_count
 from plphp.policies.adaptive_topk import AdaptiveTopK, adaptive_topk
 from plphp.policies.head_topk import HeadTopK
 from plphp.policies.key_norm import KeyNorm
@@ -21,7 +23,6 @@ from plphp.policies.shared_topk import SharedTopK
 from plphp.policies.snapkv import SnapKV
 from plphp.policies.withdraw import Withdraw
 from plphp.policy import load_policy
-from plphp.stats import budget_per_sample, check_keep_indices, kept_count
 from tests.policies.strategies import prompts, random_stats
 
 rates = st.floats(0.0, 1.0, allow_nan=False)
@@ -157,7 +158,7 @@ def test_head_topk_and_shared_topk_agree_with_one_kv_head():
 
 @given(prompts(), st.integers(0, 10_000))
 def test_question_window_averages_the_text_after_the_last_image(prompt, seed):
-    from plphp.policies.last_token import observers, window_attention
+    from plphp.ops import observers, window_attention
 
     generator = torch.Generator().manual_seed(seed)
     query = torch.randn(prompt.batch_size, prompt.num_heads, prompt.length, 8, generator=generator)
