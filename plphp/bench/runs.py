@@ -19,10 +19,12 @@ from typing import Any, Literal
 
 import torch
 
+from plphp.backends.cache import PrunableLayer
 from plphp.backends.compat import cache_argument, output_cache
 from plphp.bench.bandwidth import Bandwidth
 from plphp.bench.memory import PeakMemory
 from plphp.bench.summary import BenchResult, RunResult, report_summary
+from plphp.bench.timing import CompressTimer, synchronize
 from plphp.bench.workload import PrefillMode, Variant, Workload, build_input_ids
 from plphp.errors import ConfigError
 
@@ -34,45 +36,22 @@ SYNTHETIC_NOTE = (
 
 
 # -- one run --------------------------------------------------------------------------------------
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _kv_bytes(cache: Any) -> tuple[int, int]:
     """(bytes in use, bytes allocated) of the cache's key and value tensors."""
     used = allocated = 0
     for layer in cache.layers:
+        if isinstance(layer, PrunableLayer):  # plphp's layer: its public byte counts
+            if layer.nbytes:
+                used += layer.nbytes
+                allocated += layer.allocated_nbytes
+            continue
+        # transformers' DynamicLayer (the unpruned reference): the tensors and their storage
         keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
         if keys is None or values is None or keys.numel() == 0:
             continue
         used += keys.numel() * keys.element_size() + values.numel() * values.element_size()
-        buffers = (getattr(layer, "_key_buffer", None), getattr(layer, "_value_buffer", None))
-        if buffers[0] is not None:
-            allocated += sum(b.numel() * b.element_size() for b in buffers)
-        else:
-            allocated += keys.untyped_storage().nbytes() + values.untyped_storage().nbytes()
+        allocated += keys.untyped_storage().nbytes() + values.untyped_storage().nbytes()
     return used, allocated
-
-
-class _CompressTimer:
-    """Times the session's compression step (allocate, select, gather) on that instance only."""
-
-    def __init__(self, session: Any):
-        self.seconds = 0.0
-        compress = session._compress
-        device = session.model.device
-
-        def timed(*args, **kwargs):
-            _synchronize(device)
-            start = time.perf_counter()
-            try:
-                return compress(*args, **kwargs)
-            finally:
-                _synchronize(device)
-                self.seconds += time.perf_counter() - start
-
-        session._compress = timed
 
 
 def _synthetic_prefill(model: Any, session: Any, input_ids: torch.Tensor, seed: int) -> Any:
@@ -138,8 +117,8 @@ class _Run:
         self.input_ids = input_ids.to(self.device)
         self.new_tokens = new_tokens
         self.seed = seed
-        self.session = plphp.apply(model, variant.policy) if variant.policy is not None else None
-        self.timer = _CompressTimer(self.session) if self.session is not None else None
+        self.timer = CompressTimer(self.device) if variant.policy is not None else None
+        self.session = plphp.apply(model, variant.policy, observers=[self.timer]) if self.timer is not None else None
         self.steps: list[float] = []
         self.prefill_s: float | None = None
         self.ttft_s: float | None = None
@@ -150,7 +129,7 @@ class _Run:
     def prefill(self) -> None:
         batch, length = self.input_ids.shape
         with torch.inference_mode(), self._context():
-            _synchronize(self.device)
+            synchronize(self.device)
             start = time.perf_counter()
             if self.prefill_mode == "real":
                 out = self.model(
@@ -160,10 +139,10 @@ class _Run:
                     logits_to_keep=1,
                 )
                 self.cache = output_cache(out)
-                _synchronize(self.device)
+                synchronize(self.device)
                 self.prefill_s = time.perf_counter() - start
                 self.token = out.logits[:, -1].argmax(-1, keepdim=True)
-                _synchronize(self.device)
+                synchronize(self.device)
                 self.ttft_s = time.perf_counter() - start
                 del out
             else:
@@ -176,7 +155,7 @@ class _Run:
     def step(self) -> None:
         length = self.input_ids.shape[1] + len(self.steps)
         with torch.inference_mode(), self._context():
-            _synchronize(self.device)
+            synchronize(self.device)
             start = time.perf_counter()
             out = self.model(
                 input_ids=self.token,
@@ -186,7 +165,7 @@ class _Run:
                 logits_to_keep=1,
             )
             self.token = out.logits[:, -1].argmax(-1, keepdim=True)
-            _synchronize(self.device)
+            synchronize(self.device)
             self.steps.append(time.perf_counter() - start)
             del out
 
@@ -203,7 +182,7 @@ class _Run:
             tokens_per_s=batch * len(self.steps) / decode_s,
             prefill_s=self.prefill_s,
             ttft_s=self.ttft_s,
-            compress_s=self.timer.seconds if self.timer is not None else None,
+            compress_s=self.timer.compress_s if self.timer is not None else None,
             kv_bytes=self.kv_bytes,
             kv_bytes_end=kv_end,
             kv_bytes_allocated=kv_allocated,
