@@ -112,11 +112,17 @@ def demo(
     max_new_tokens: Annotated[int, typer.Option(min=1)] = 24,
     png: Annotated[Path, typer.Option(help="where to write the kept-patches picture")] = Path("plphp-demo.png"),
     layer: Annotated[int | None, typer.Option(help="layer to picture (default: the most pruned)")] = None,
+    threads: Annotated[int, typer.Option(min=1, help="torch threads (a model this small runs fastest on one)")] = 1,
 ) -> None:
     """Answer synthetic questions with a small model that ships with plphp (no downloads), unpruned and
     pruned; print the report and attention recall; picture the kept patches."""
+    import torch
+
     from plphp.demo import run_demo
 
+    # A second thread mostly waits on a model this small (docs/architecture.md, "Measuring": 28 s against 9 s for
+    # this demo on a loaded 2-core machine); the command line sets it, the library never does.
+    torch.set_num_threads(threads)
     try:
         run_demo(console, arch=arch, policy=policy, max_new_tokens=max_new_tokens, png=png, layer=layer)
     except PlphpError as exc:

@@ -20,7 +20,7 @@ import torch
 from rich.console import Console
 
 from plphp.backends.loading import chat_inputs
-from plphp.backends.recall import RecallObserver, dropped_positions
+from plphp.backends.recall import recall_for
 from plphp.backends.session import apply
 from plphp.backends.tiny.builtin import GRID, load_builtin_model
 from plphp.policy import load_policy
@@ -41,9 +41,6 @@ def run_demo(
     each kind unpruned and pruned, print the report and the attention recall, and write the
     kept-patches PNG (`png=None`: no picture)."""
     resolved = load_policy(policy)
-    # A model this small runs fastest on one thread; a second one mostly waits (DESIGN.md §9: 28 s
-    # against 9 s for this demo on a loaded 2-core machine).
-    torch.set_num_threads(1)
     with console.status(f"loading the {arch} model"):
         model, processor, described = load_builtin_model(arch)
     trained = arch == GRID
@@ -110,11 +107,8 @@ def run_demo(
 def _recall(model: Any, inputs: Any, report: PruningReport, settings: dict) -> float | None:
     if not any(layer.pruned for layer in report.layers):
         return None
-    adapter = get_registry().adapter_for(model)
-    masks = dropped_positions(report, adapter.vision_mask(inputs["input_ids"]), inputs["attention_mask"])
-    with torch.inference_mode(), RecallObserver(model, {"policy": masks}, adapter) as observer:
-        model.generate(**inputs, **settings)
-    return observer.results["policy"].overall()
+    results, _ = recall_for(model, inputs, {"policy": report}, **settings)
+    return results["policy"].overall()
 
 
 def _most_pruned_layer(report: PruningReport) -> int:
@@ -158,11 +152,9 @@ def kept_patches_figure(
     else a square grid; images whose tokens form no grid (any-resolution tiles with separators)
     are drawn as a strip of tokens.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure of its own (no pyplot): the process-wide plotting backend is left alone.
     import numpy as np
+    from matplotlib.figure import Figure
 
     layer_report = report.layers[layer]
     vision_mask = adapter.vision_mask(inputs["input_ids"]) & inputs["attention_mask"].bool()
@@ -171,7 +163,8 @@ def kept_patches_figure(
     grid_thw = inputs.get("image_grid_thw")
     merge = getattr(getattr(adapter.config, "vision_config", None), "spatial_merge_size", 1) or 1
     columns = [(sample, index, image) for sample, pictures in enumerate(images) for index, image in enumerate(pictures)]
-    fig, axes = plt.subplots(heads, len(columns), figsize=(2.2 * max(len(columns), 2), 2.3 * heads), squeeze=False)
+    fig = Figure(figsize=(2.2 * max(len(columns), 2), 2.3 * heads))
+    axes = fig.subplots(heads, len(columns), squeeze=False)
     for column, (sample, index, image) in enumerate(columns):
         image_positions = (segments[sample] == index).nonzero().flatten().tolist()
         count = len(image_positions)
@@ -199,5 +192,4 @@ def kept_patches_figure(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

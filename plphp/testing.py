@@ -1,4 +1,4 @@
-"""`plphp.testing`: check a pruning policy against plphp's correctness contract (DESIGN.md §6).
+"""`plphp.testing`: check a pruning policy against plphp's correctness contract (docs/architecture.md, "The correctness contract").
 
 What a researcher runs on a new policy::
 

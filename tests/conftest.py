@@ -1,4 +1,4 @@
-"""Shared test settings: deterministic, single-threaded torch (2 shared cores; see DESIGN.md §9)."""
+"""Shared test settings: deterministic, single-threaded torch (2 shared cores; see docs/architecture.md, "Measuring")."""
 
 import os
 

@@ -1,10 +1,11 @@
-"""The prefill stage of a `Session`: vision tokens leave the hidden states from `start_layer` on.
+"""The prefill stage (FastV, PyramidDrop, VTW): vision tokens leave the hidden states from `start_layer` on.
 
-A forward pre-hook on each decoder layer from `start_layer` on runs `_before_layer`: where the
-layer's retention falls, the selector ranks the tokens still present by the previous layer's
-statistics (`_drop_tokens`), the hidden states of the kept ones move into a shorter sequence
+A forward pre-hook on each decoder layer from `start_layer` on calls `PrefillStage.before_layer`:
+where the layer's retention falls, the selector ranks the tokens still present by the previous
+layer's statistics, the hidden states of the kept ones move into a shorter sequence
 (`plphp.backends.prefill.TokenSequence`), and the layer gets their RoPE positions (through the
-adapter) and a mask for that sequence. Later layers' caches hold only kept tokens.
+adapter) and a mask for that sequence. Later layers' caches hold only kept tokens. See
+docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from typing import Any
 import torch
 
 from plphp.backends.cache import PrunableLayer
-from plphp.backends.keepsets import layer_nbytes, whole_layer_report
 from plphp.backends.prefill import TokenSequence, gather_slots
+from plphp.backends.reporting import PrefillState, empty_report, layer_report
 from plphp.contract import check_keep_indices, check_shared_keep
 from plphp.errors import PlphpError
 from plphp.ops import budget_per_sample, keep_positions, scatter_mask
-from plphp.report import LayerReport, PruningReport
+from plphp.policy import Policy
+from plphp.report import PruningReport
 from plphp.stats import LayerStats
 
 
@@ -38,21 +40,44 @@ class DropState:
     rates: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [B] share present
 
 
-class PrefillStageMixin:
-    """The prefill-stage half of `Session` (which supplies `policy`, `adapter`, `materialize`,
-    `_prefill`, `record_scores` and `_empty_report`)."""
+class PrefillStage:
+    """Drops vision tokens from the hidden states during prefill; the session owns one per policy.
 
-    def _before_layer(self, layer_idx: int, module, args, kwargs):
-        """Pre-hook of decoder layer `layer_idx` (prefill stage): drop tokens, shrink the inputs."""
-        prefill = self._prefill
-        if prefill is None or prefill.drop is None:
-            return None
-        drop = prefill.drop
+    Args:
+        policy: the policy (its stage is "prefill"; its selector keeps one set for all heads).
+        adapter: the model's adapter (RoPE positions of a shrunk sequence).
+        materialize: "prune" moves the kept tokens into a shorter sequence; "mask" keeps every slot
+            and masks the dropped ones (the reference).
+        record_scores: keep the ranking statistics of each layer in the report.
+    """
+
+    def __init__(self, policy: Policy, adapter: Any, materialize: str, record_scores: bool):
+        self.policy = policy
+        self.adapter = adapter
+        self.materialize = materialize
+        self.record_scores = record_scores
+        self.drop: DropState | None = None
+
+    def start(self, state: PrefillState) -> None:
+        """A new prefill: every token present."""
+        key_valid = state.prompt.key_valid
+        rate = torch.ones(key_valid.shape[0], device=key_valid.device)
+        self.drop = DropState(sequence=TokenSequence.whole(key_valid), rate=rate)
+
+    def shrunk(self, layer_idx: int) -> bool:
+        """Whether `layer_idx` sees a shrunk sequence (its attention then needs a dense mask)."""
+        drop = self.drop
+        return drop is not None and drop.first_layer is not None and layer_idx >= drop.first_layer
+
+    def before_layer(self, state: PrefillState, layer_idx: int, args: tuple, kwargs: dict) -> tuple | None:
+        """Pre-hook of decoder layer `layer_idx`: drop tokens where retention falls, shrink the inputs."""
+        drop = self.drop
         if drop.retention is None:
-            drop.retention = self._prefill_retention(prefill)
+            # The allocator sees the layers before start_layer only; dropped tokens never come back.
+            drop.retention = self.policy.retention(state.stats_per_layer(), state.prompt).cummin(dim=0).values
         target = drop.retention[layer_idx]
         if bool((target < drop.rate).any()):
-            self._drop_tokens(prefill, layer_idx, target)
+            self._drop_tokens(state, layer_idx, target)
         if drop.first_layer is None:
             return None
         if drop.inputs is None:
@@ -70,29 +95,17 @@ class PrefillStageMixin:
         valid = drop.sequence.valid
         cache_layer = PrunableLayer(prompt_valid=None if bool(valid.all()) else valid)
         cache_layer.compressed = True  # its length is its own: decoding attends with its own mask
-        prefill.cache.layers[layer_idx] = cache_layer
+        state.cache.layers[layer_idx] = cache_layer
         drop.present[layer_idx] = drop.sequence.present
         drop.rates[layer_idx] = drop.rate
         return args, kwargs
 
-    def _prefill_retention(self, prefill: Any) -> torch.Tensor:
-        """`[num_layers, B]` from the allocator, which sees the layers before `start_layer` only;
-        non-increasing, because dropped tokens never come back."""
-        prompt = prefill.prompt
-        nan = torch.full((prompt.batch_size,), float("nan"), device=prompt.vision_mask.device)
-        unseen = LayerStats(scores=torch.zeros(0), vision_attention=nan)
-        stats = []
-        for idx in range(prompt.num_layers):
-            seen = prefill.stats.get(idx)
-            stats.append(LayerStats(seen.scores, seen.vision_attention.to(nan.device)) if seen else unseen)
-        return self.policy.retention(stats, prompt).cummin(dim=0).values
-
-    def _drop_tokens(self, prefill: Any, layer_idx: int, target: torch.Tensor) -> None:
+    def _drop_tokens(self, state: PrefillState, layer_idx: int, target: torch.Tensor) -> None:
         """Choose, by layer `layer_idx - 1`'s statistics, the vision tokens that stay from `layer_idx` on."""
-        drop, prompt = prefill.drop, prefill.prompt
+        drop, prompt = self.drop, state.prompt
         selector = self.policy.selector
         who = f"selector {selector.name!r} (layer {layer_idx})"
-        ranking = prefill.stats.get(layer_idx - 1)
+        ranking = state.stats.get(layer_idx - 1)
         if ranking is None:
             raise PlphpError(f"layer {layer_idx - 1} produced no statistics, so layer {layer_idx} cannot rank tokens")
         scores = drop.sequence.scatter_scores(ranking.scores, prompt.length)
@@ -115,48 +128,37 @@ class PrefillStageMixin:
         if drop.first_layer is None:
             drop.first_layer = layer_idx
         sequence = drop.sequence
-        prefill.current = replace(
+        state.current = replace(
             prompt,
             vision_mask=sequence.to_prompt(prompt.vision_mask, False),
             segment_ids=sequence.to_prompt(prompt.segment_ids, -1),
             key_valid=sequence.valid,
         )
 
-    def _drop_report(self, prefill: Any) -> PruningReport:
-        """The report of a prefill-stage prefill: what each layer held when prefill ended."""
-        drop, prompt = prefill.drop, prefill.prompt
-        num_vision = prompt.num_vision.tolist()
-        report = self._empty_report(prompt.batch_size, prompt.length, num_vision, note="")
-        nan = torch.full((prompt.batch_size,), float("nan"), device=prompt.vision_mask.device)
+    def report(self, state: PrefillState) -> PruningReport:
+        """The report of the prefill: what each layer held when it ended."""
+        drop, prompt = self.drop, state.prompt
+        self.drop = None
+        report = empty_report(self.policy, prompt.batch_size, prompt.length, prompt.num_vision.tolist())
+        stats = state.stats_per_layer()
         for idx in range(prompt.num_layers):
-            layer = prefill.cache.layers[idx]
-            stats = prefill.stats.get(idx)
-            gamma = stats.vision_attention if stats is not None else nan
-            after = layer_nbytes(layer)
+            layer = state.cache.layers[idx]
+            seen = state.stats.get(idx)
+            gamma = seen.vision_attention if seen is not None else stats[idx].vision_attention
             present = drop.present.get(idx)
             if present is None:
-                report.layers.append(whole_layer_report(idx, layer, torch.ones_like(nan), gamma, prompt))
+                report.layers.append(
+                    layer_report(idx, layer, prompt, torch.ones_like(stats[idx].vision_attention), gamma)
+                )
                 continue
             vision = present & prompt.vision_mask
             positions, slot_valid = keep_positions(vision[:, None, :])
             keep = torch.where(slot_valid, positions, -1).expand(-1, prompt.num_kv_heads, -1)
-            counts = vision.sum(-1)
             # What the layer would hold unpruned: every prompt slot, at the cache's dtype.
             element = layer.keys.element_size() if layer.keys is not None else 0
             before = 2 * prompt.batch_size * prompt.num_kv_heads * prompt.length * prompt.head_dim * element
+            scores = seen.scores if self.record_scores and seen is not None else None
             report.layers.append(
-                LayerReport(
-                    layer_idx=idx,
-                    pruned=True,
-                    retention=drop.rates[idx],
-                    budget=counts.tolist(),
-                    kept=counts[:, None].expand(-1, prompt.num_kv_heads),
-                    kept_positions=keep,
-                    vision_attention=gamma,
-                    kv_bytes_before=before,
-                    kv_bytes_after=after,
-                    physical_length=layer.length,
-                    scores=stats.scores if self.record_scores and stats is not None else None,
-                )
+                layer_report(idx, layer, prompt, drop.rates[idx], gamma, keep, kv_bytes_before=before, scores=scores)
             )
         return report

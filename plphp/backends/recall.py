@@ -5,11 +5,12 @@ the cache. The **attention recall** of a policy is the share of that mass on the
 keeps: text, generated tokens and the vision tokens its keep-set holds for the head's KV group.
 It is 1.0 for `full`, lies in [0, 1], and needs no labels, so it works on any model.
 
-How: `RecallObserver` is a session with the `full` policy (the cache stays whole, the tokens are
-those of plain `generate()`); its attention function also computes, at every decoding step, the
-softmax attention of the full cache and the mass on each policy's dropped vision positions. Keep-sets
-come from the reports of pruned runs on the same prompts (`dropped_positions`); prefill is the same
-in both runs, so the keep-sets are the ones the pruned run used. `measure_recall` does both runs.
+How: `RecallMeter` observes a session with the `full` policy (the cache stays whole, the tokens are
+those of plain `generate()`) through its `on_decode_attention` event and computes, at every
+decoding step, the softmax attention of the full cache and the mass on each policy's dropped vision
+positions. Keep-sets come from the reports of pruned runs on the same prompts (`dropped_positions`);
+prefill is the same in both runs, so the keep-sets are the ones the pruned run used. `recall_for` is
+the one entry point; `measure_recall` runs the pruned prefill first and then calls it.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from typing import Any
 
 import torch
 
-from plphp.backends.adapters import ModelAdapter
-from plphp.backends.compat import passed_cache
-from plphp.backends.session import Session, apply
-from plphp.policy import load_policy
+from plphp.backends.events import SessionObserver
+from plphp.backends.session import apply
+from plphp.ops import scatter_mask
 from plphp.registry import get_registry
 from plphp.report import PruningReport
 
@@ -77,11 +77,8 @@ def dropped_positions(
         if not layer.pruned or layer.kept_positions is None:
             masks.append(None)
             continue
-        keep = layer.kept_positions.to(vision.device)
-        length = vision.shape[-1]
-        kept = torch.zeros(*keep.shape[:2], length + 1, dtype=torch.bool, device=vision.device)
-        kept.scatter_(2, torch.where(keep >= 0, keep, length), True)
-        masks.append(vision[:, None, :] & ~kept[..., :length])
+        kept = scatter_mask(layer.kept_positions.to(vision.device), vision.shape[-1])
+        masks.append(vision[:, None, :] & ~kept)
     return masks
 
 
@@ -128,93 +125,89 @@ class RecallResult:
         return float(self.per_sample_layer(valid).nanmean()) if self.per_step.numel() else 1.0
 
 
-class RecallObserver(Session):
-    """Unpruned decoding that measures the attention recall of one or more policies' keep-sets.
+class RecallMeter(SessionObserver):
+    """Measures, during unpruned decoding, the attention recall of one or more policies' keep-sets.
+
+    Subscribe it to a session of the `full` policy (the cache stays whole, the tokens are those of
+    plain `generate()`); `recall_for` does that.
 
     Args:
-        model: the model.
         dropped: per policy name, one `[B, H_kv, L]` bool mask (or None) per decoder layer, from
             `dropped_positions`; B is the batch of the `generate()` call before beam expansion.
-        adapter: the model's adapter (found from the registry when omitted).
 
     Attributes:
         results: per policy name, the `RecallResult` of the latest `generate()` call.
     """
 
-    def __init__(
-        self,
-        model: Any,
-        dropped: Mapping[str, Sequence[torch.Tensor | None]],
-        adapter: ModelAdapter | None = None,
-    ):
-        adapter = adapter or get_registry().adapter_for(model)
-        super().__init__(model, load_policy("full"), adapter)
+    def __init__(self, dropped: Mapping[str, Sequence[torch.Tensor | None]]):
         self.dropped = {name: list(masks) for name, masks in dropped.items()}
         self._steps: dict[str, list[torch.Tensor]] = {name: [] for name in self.dropped}
         self._current: dict[str, torch.Tensor] | None = None
-        self._step_hook: Any = None
-
-    def __enter__(self) -> RecallObserver:
-        super().__enter__()
-        # Registered after the session's own pre-hook, so it sees the cache that hook set up.
-        self._step_hook = self.model.register_forward_pre_hook(self._count_step, with_kwargs=True)
-        return self
-
-    def _uninstall(self) -> None:
-        if self._step_hook is not None:
-            self._step_hook.remove()
-            self._step_hook = None
-        super()._uninstall()
+        self._shape: tuple[int, int] = (0, 0)  # (layers, query heads)
 
     @property
     def results(self) -> dict[str, RecallResult]:
-        layers, heads = self.adapter.num_layers, self.adapter.num_heads
         out = {}
         for name, steps in self._steps.items():
-            out[name] = RecallResult(torch.stack(steps) if steps else torch.ones(0, 0, layers, heads))
+            out[name] = RecallResult(torch.stack(steps) if steps else torch.ones(0, 0, *self._shape))
         return out
 
-    def _count_step(self, module, args, kwargs):
-        cache = passed_cache(kwargs)
-        if cache is None or cache.get_seq_length() == 0:  # prefill: a new generate() call
-            self._steps = {name: [] for name in self.dropped}
-            self._current = None
-            return None
-        input_ids = kwargs.get("input_ids", args[0] if args else None)
-        embeds = kwargs.get("inputs_embeds")
-        batch = input_ids.shape[0] if input_ids is not None else embeds.shape[0]
-        shape = (batch, self.adapter.num_layers, self.adapter.num_heads)
-        self._current = {name: torch.ones(shape) for name in self.dropped}
+    def on_prefill_start(self, session: Any) -> None:  # a new generate() call
+        self._shape = (session.adapter.num_layers, session.adapter.num_heads)
+        self._steps = {name: [] for name in self.dropped}
+        self._current = None
+
+    def on_decode_step(self, session: Any, batch_size: int) -> None:
+        self._current = {name: torch.ones(batch_size, *self._shape) for name in self.dropped}
         for name, row in self._current.items():
             self._steps[name].append(row)
-        return None
 
-    def _attention(self, module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-        layer_idx = getattr(module, "layer_idx", None)
-        if layer_idx is not None and self._prefill is None and self._current is not None:
-            self._measure(layer_idx, query, key, attention_mask, scaling or query.shape[-1] ** -0.5)
-        return super()._attention(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
-
-    def _measure(self, layer_idx: int, query, key, attention_mask, scaling: float) -> None:
-        masks = {
-            name: masks[layer_idx]
-            for name, masks in self.dropped.items()
-            if layer_idx < len(masks) and masks[layer_idx] is not None
-        }
-        if not masks:
+    def on_decode_attention(self, session, layer_idx, query, key, attention_mask, scaling) -> None:
+        if self._current is None:
             return
-        layer = self._layer(layer_idx)
-        mask = attention_mask
-        if layer is not None and layer.valid is not None:
-            mask = layer.attention_mask(query.shape[2], query.shape[1], None)
-        for name, dropped in masks.items():
+        for name, masks in self.dropped.items():
+            dropped = masks[layer_idx] if layer_idx < len(masks) else None
+            if dropped is None:
+                continue
             dropped = dropped.to(key.device)
             if dropped.shape[0] != query.shape[0]:  # beams / num_return_sequences expand the batch
                 dropped = dropped.repeat_interleave(query.shape[0] // dropped.shape[0], dim=0)
             padded = torch.zeros(*dropped.shape[:2], key.shape[-2], dtype=torch.bool, device=key.device)
             padded[..., : dropped.shape[-1]] = dropped
-            share = kept_attention_share(query, key, padded, mask, scaling)
+            share = kept_attention_share(query, key, padded, attention_mask, scaling)
             self._current[name][:, layer_idx, :] = share.cpu()
+
+
+def recall_for(
+    model: Any, inputs: Mapping[str, Any], reports: Mapping[str, PruningReport | None], **generate_kwargs: Any
+) -> tuple[dict[str, RecallResult], torch.Tensor]:
+    """The attention recall of several pruned runs' keep-sets, in one unpruned `generate()` on `inputs`.
+
+    The one recall pipeline of plphp: the demo, `plphp eval` and `measure_recall` use it.
+
+    Args:
+        model: a supported model.
+        inputs: the processor's output the pruned runs generated from (`input_ids`, `attention_mask`, ...).
+        reports: per name, the report of a pruned run on `inputs` (None, or a report without layers:
+            nothing pruned; such names are left out of the result).
+        **generate_kwargs: passed to `generate()`.
+
+    Returns:
+        `(results, output_ids)`: per name a `RecallResult`, and the tokens of plain `generate()`.
+    """
+    adapter = get_registry().adapter_for(model)
+    input_ids = inputs["input_ids"]
+    vision_mask = adapter.vision_mask(input_ids)
+    key_valid = inputs.get("attention_mask")
+    dropped = {
+        name: dropped_positions(report, vision_mask, key_valid)
+        for name, report in reports.items()
+        if report is not None and report.layers
+    }
+    meter = RecallMeter(dropped)
+    with torch.inference_mode(), apply(model, "full", observers=[meter]):
+        output = model.generate(**inputs, **generate_kwargs)
+    return meter.results, output
 
 
 def measure_recall(
@@ -223,7 +216,7 @@ def measure_recall(
     """The attention recall of `policy` on `inputs`, during unpruned `generate()`.
 
     Runs prefill once under the policy (`max_new_tokens=1`) to get its keep-sets, then generates
-    unpruned while measuring. The returned tokens are those of plain `generate()`.
+    unpruned while measuring (`recall_for`). The returned tokens are those of plain `generate()`.
 
     Args:
         model: a supported model.
@@ -234,13 +227,9 @@ def measure_recall(
     Returns:
         `(recall, report, output_ids)`.
     """
-    with apply(model, policy) as session:
+    with torch.inference_mode(), apply(model, policy) as session:
         model.generate(**inputs, **{**generate_kwargs, "max_new_tokens": 1})
     report = session.report
-    adapter = get_registry().adapter_for(model)
-    input_ids = inputs["input_ids"]
-    key_valid = inputs.get("attention_mask")
-    masks = dropped_positions(report, adapter.vision_mask(input_ids), key_valid)
-    with RecallObserver(model, {"policy": masks}, adapter) as observer:
-        output = model.generate(**inputs, **generate_kwargs)
-    return observer.results["policy"], report, output
+    results, output = recall_for(model, inputs, {"policy": report}, **generate_kwargs)
+    layers, heads = session.adapter.num_layers, session.adapter.num_heads
+    return results.get("policy", RecallResult(torch.ones(0, 0, layers, heads))), report, output

@@ -1,6 +1,6 @@
 """`plphp.apply(model, policy)`: prune an unmodified model inside an unmodified `generate()`.
 
-How it works (see docs/concepts.md):
+How it works (see docs/architecture.md):
 
 1. On entry, an attention function is registered under a name of the session's own and the
    language model's sub-config is switched to it; it wraps the model's implementation (sdpa,
@@ -10,8 +10,9 @@ How it works (see docs/concepts.md):
    prompt through the model's adapter.
 3. During prefill the attention function hands each layer's post-RoPE queries and keys to the
    policy's collector.
-4. A forward hook ends prefill: the allocator sets retention per layer, the selector picks each
-   KV head's vision tokens, and the cache is compressed (or, in "mask" mode, only masked).
+4. A forward hook ends prefill: the decode stage (`plphp.backends.decode_stage`) has the allocator
+   set retention per layer and the selector pick each KV head's vision tokens, and compresses the
+   cache (or, in "mask" mode, only masks it).
 5. During decoding, layers whose length differs from what the model's mask describes attend with
    their own mask.
 
@@ -19,8 +20,10 @@ With a prefill-stage policy (FastV, PyramidDrop, VTW), step 4 happens inside pre
 forward pre-hook on each decoder layer from `start_layer` on asks the selector, ranking by the
 previous layer's statistics, which vision tokens stay; the dropped ones leave the hidden states, and
 the layer gets the kept tokens' own RoPE positions and a mask for the shrunk sequence (see
-`plphp.backends.prefill_stage`, which `Session` mixes in, and `plphp.backends.prefill`). Later
-layers' caches hold only the kept tokens.
+`plphp.backends.prefill_stage`, a stage object the session owns, and `plphp.backends.prefill`).
+Later layers' caches hold only the kept tokens.
+
+Tools observe all of this through the session's events (`plphp.backends.events`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -38,36 +40,23 @@ from plphp.backends import attention as attn
 from plphp.backends.adapters import ModelAdapter
 from plphp.backends.cache import PrunableLayer
 from plphp.backends.compat import cache_argument, passed_cache
+from plphp.backends.decode_stage import DecodeStage
 from plphp.backends.events import Observers, SessionObserver
-from plphp.backends.keepsets import layer_nbytes, whole_layer_report
-from plphp.backends.prefill import TokenSequence
-from plphp.backends.prefill_stage import DropState, PrefillStageMixin
-from plphp.contract import check_keep_indices, check_stats
+from plphp.backends.prefill_stage import PrefillStage
+from plphp.backends.reporting import PrefillState, empty_report
+from plphp.contract import check_stats
 from plphp.errors import ConfigError, PlphpError
-from plphp.ops import budget_per_sample, keep_positions, scatter_mask
 from plphp.policy import Policy, load_policy
 from plphp.registry import get_registry
-from plphp.report import LayerReport, PruningReport
-from plphp.stats import LayerStats, PromptInfo
+from plphp.report import PruningReport
+from plphp.stats import PromptInfo
 
 _session_ids = itertools.count()
 
 Materialize = Literal["prune", "mask"]
 
 
-@dataclass
-class _Prefill:
-    prompt: PromptInfo
-    cache: Cache
-    stats: dict[int, LayerStats] = field(default_factory=dict)
-    current: PromptInfo | None = None  # the prompt as the collector sees it (prefill stage: shrunk)
-    drop: DropState | None = None
-
-    def __post_init__(self) -> None:
-        self.current = self.current or self.prompt
-
-
-class Session(PrefillStageMixin):
+class Session:
     """An active pruning session on one model. Use through `plphp.apply`.
 
     Args:
@@ -106,9 +95,13 @@ class Session(PrefillStageMixin):
         self._original_impl: str | None = None
         self._base_name = ""
         self._base: attn.AttentionFn | None = None
-        self._prefill: _Prefill | None = None
+        self._prefill: PrefillState | None = None
         self._cache: Cache | None = None
         self._prunable = adapter.prunable_layers()
+        self._decode_stage = DecodeStage(policy, self._prunable, materialize, record_scores)
+        self._prefill_stage = (
+            PrefillStage(policy, adapter, materialize, record_scores) if policy.stage == "prefill" else None
+        )
         if policy.stage == "prefill":
             kept_whole = [i for i in range(policy.start_layer, adapter.num_layers) if not self._prunable[i]]
             if kept_whole:
@@ -220,7 +213,8 @@ class Session(PrefillStageMixin):
         if prefill is not None:
             self.observers.emit("on_prefill_end", self)
             self.observers.emit("on_compress_start", self)
-            report = self._drop_report(prefill) if prefill.drop else self._compress(prefill)
+            stage = self._prefill_stage or self._decode_stage
+            report = stage.report(prefill) if stage is self._prefill_stage else stage.compress(prefill)
             self.reports.append(report)
             for layer_report in report.layers:
                 if layer_report.pruned:
@@ -228,6 +222,12 @@ class Session(PrefillStageMixin):
                     self.observers.emit("on_layer_compressed", self, layer_report.layer_idx, layer)
             self.observers.emit("on_compress_end", self, report)
         return output
+
+    def _before_layer(self, layer_idx: int, module, args, kwargs):
+        """Pre-hook of a decoder layer from `start_layer` on (prefill stage only)."""
+        if self._prefill is None:
+            return None
+        return self._prefill_stage.before_layer(self._prefill, layer_idx, args, kwargs)
 
     def _collect(self, layer_idx: int, query: torch.Tensor, key: torch.Tensor, scaling: float) -> None:
         """Run the collector on one layer of the prefill, between its two events."""
@@ -242,7 +242,9 @@ class Session(PrefillStageMixin):
     def _start_prefill(self, cache: Cache, input_ids: torch.Tensor | None, attention_mask: Any) -> None:
         self._prefill = None
         if input_ids is None:
-            self.reports.append(self._empty_report(0, 0, [], "no input_ids were given, so no vision tokens were found"))
+            self.reports.append(
+                empty_report(self.policy, 0, 0, [], "no input_ids were given, so no vision tokens were found")
+            )
             return
         batch, length = input_ids.shape
         key_valid = torch.ones(batch, length, dtype=torch.bool, device=input_ids.device)
@@ -257,7 +259,9 @@ class Session(PrefillStageMixin):
         vision_mask = self.adapter.vision_mask(input_ids) & key_valid
         if not bool(vision_mask.any()):
             self.reports.append(
-                self._empty_report(batch, length, [0] * batch, "the prompt holds no vision tokens; nothing was pruned")
+                empty_report(
+                    self.policy, batch, length, [0] * batch, "the prompt holds no vision tokens; nothing was pruned"
+                )
             )
             return
         prompt = PromptInfo(
@@ -270,88 +274,9 @@ class Session(PrefillStageMixin):
             head_dim=self.adapter.head_dim,
             layer_range=(self.policy.start_layer, self.policy.end_layer or self.adapter.num_layers),
         )
-        self._prefill = _Prefill(prompt=prompt, cache=cache)
-        if self.policy.stage == "prefill":
-            rate = torch.ones(batch, device=input_ids.device)
-            self._prefill.drop = DropState(sequence=TokenSequence.whole(key_valid), rate=rate)
-
-    def _empty_report(self, batch: int, length: int, num_vision: list[int], note: str) -> PruningReport:
-        return PruningReport(
-            policy=self.policy.describe(),
-            stage=self.policy.stage,
-            batch_size=batch,
-            prompt_length=length,
-            num_vision=num_vision,
-            note=note,
-        )
-
-    def _compress(self, prefill: _Prefill) -> PruningReport:
-        prompt = prefill.prompt
-        missing = [i for i in range(prompt.num_layers) if i not in prefill.stats]
-        nan = torch.full((prompt.batch_size,), float("nan"), device=prompt.vision_mask.device)
-        for idx in missing:  # layers the collector never saw (not pruned anyway)
-            prefill.stats[idx] = LayerStats(scores=torch.zeros(0), vision_attention=nan)
-        stats = [prefill.stats[i] for i in range(prompt.num_layers)]
-        # Layers may sit on different devices (device_map="auto"): the allocator sees one device.
-        gathered = [LayerStats(s.scores, s.vision_attention.to(prompt.vision_mask.device)) for s in stats]
-        retention = self.policy.retention(gathered, prompt)
-        num_vision = prompt.num_vision.tolist()
-        report = self._empty_report(prompt.batch_size, prompt.length, num_vision, note="")
-        text = ~prompt.vision_mask & prompt.key_valid
-        for idx in range(prompt.num_layers):
-            layer = prefill.cache.layers[idx]
-            rates = retention[idx]
-            budget = budget_per_sample(rates, prompt)
-            before = layer_nbytes(layer)
-            prune = (
-                isinstance(layer, PrunableLayer)
-                and self._prunable[idx]
-                and self.policy.prunes_layer(idx)
-                and self._ranking_layer(idx) not in missing
-                and budget != num_vision
-            )
-            if not prune:
-                report.layers.append(whole_layer_report(idx, layer, rates, stats[idx].vision_attention, prompt))
-                continue
-            local = prompt.to(layer.keys.device)
-            ranking = stats[self._ranking_layer(idx)]
-            keep = self.policy.selector.select(ranking, rates.to(layer.keys.device), local, idx)
-            check_keep_indices(
-                keep,
-                local,
-                budget,
-                f"selector {self.policy.selector.name!r} (layer {idx})",
-                head_budgets=self.policy.selector.head_budgets,
-            )
-            keep_mask = text.to(keep.device)[:, None, :].repeat(1, prompt.num_kv_heads, 1)
-            keep_mask |= scatter_mask(keep, prompt.length)
-            if self.materialize == "prune":
-                positions, slot_valid = keep_positions(keep_mask)
-                layer.compress(positions, slot_valid)
-            else:
-                layer.restrict(keep_mask)
-            report.layers.append(
-                LayerReport(
-                    layer_idx=idx,
-                    pruned=True,
-                    retention=rates,
-                    budget=budget,
-                    kept=(keep >= 0).sum(-1),
-                    kept_positions=keep,
-                    vision_attention=stats[idx].vision_attention,
-                    kv_bytes_before=before,
-                    kv_bytes_after=layer_nbytes(layer),
-                    physical_length=layer.length,
-                    scores=ranking.scores if self.record_scores else None,
-                )
-            )
-        return report
-
-    def _ranking_layer(self, layer_idx: int) -> int:
-        """The layer whose statistics rank `layer_idx`'s tokens (decode stage)."""
-        if self.policy.rank_by == "layer_before_start" and layer_idx >= self.policy.start_layer:
-            return self.policy.start_layer - 1
-        return layer_idx
+        self._prefill = PrefillState(prompt=prompt, cache=cache)
+        if self._prefill_stage is not None:
+            self._prefill_stage.start(self._prefill)
 
     # -- attention -------------------------------------------------------------------------------
     def _attention(self, module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -365,8 +290,7 @@ class Session(PrefillStageMixin):
         if prefill is not None:
             if query.shape[2] == key.shape[2]:
                 self._collect(layer_idx, query, key, scaling)
-            drop = prefill.drop
-            shrunk = drop is not None and drop.first_layer is not None and layer_idx >= drop.first_layer
+            shrunk = self._prefill_stage is not None and self._prefill_stage.shrunk(layer_idx)
             if shrunk and not attn.takes_dense_mask(self._base_name):  # flash kernels take no dense mask
                 base = attn.base_attention("sdpa")
             return base(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)

@@ -10,7 +10,7 @@ import torch
 
 
 def environment() -> dict[str, Any]:
-    """Threads, load and versions: recorded with every figure."""
+    """Threads, load and versions: recorded with every figure (docs/architecture.md, "Measuring")."""
     import transformers
 
     import plphp

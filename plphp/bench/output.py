@@ -102,16 +102,15 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
 
 def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     """Speedup (measured and bandwidth-model ideal) and KV bytes against the kept vision fraction."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure of its own (no pyplot): the process-wide plotting backend is left alone.
+    from matplotlib.figure import Figure
 
     reference = [row for row in rows if row["label"] == "unpruned"]
     points = [row for row in rows if row.get("speedup") is not None and row["label"] != "unpruned"]
     points.sort(key=_kept)
     xs = [_kept(row) for row in points]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    figure = Figure(figsize=(11, 4.2))
+    left, right = figure.subplots(1, 2)
     left.plot(xs, [p["speedup"] for p in points], "o-", label="measured")
     left.plot(xs, [p["ideal_speedup"] for p in points], "s--", label="bandwidth model (ideal)")
     for x, p in zip(xs, points):
@@ -130,7 +129,6 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def _kept(row: dict[str, Any]) -> float:

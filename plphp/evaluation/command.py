@@ -97,7 +97,7 @@ def _load(path: str | None, arch: str, device: str, dtype: str):
 
         from plphp.backends.tiny.builtin import GRID, load_builtin_model
 
-        torch.set_num_threads(1)  # a tiny model runs fastest on one thread (DESIGN.md §9)
+        torch.set_num_threads(1)  # a tiny model runs fastest on one thread (docs/architecture.md, "Measuring")
         model, processor, _ = load_builtin_model(arch)
         name = "grid model (plphp, trained)" if arch == GRID else f"tiny {arch} (random weights, seed 0, 12 layers)"
         return model, processor, name

@@ -2,7 +2,7 @@
 
 Per batch (left-padded), every policy generates in turn (A B C, then the next batch: interleaved,
 so that load on a shared machine hits all policies alike), then one unpruned `generate()` measures
-the attention recall of every policy's keep-sets at once (`RecallObserver`). Each finished
+the attention recall of every policy's keep-sets at once (`recall_for`). Each finished
 (policy, item) result is appended to `items.jsonl` and flushed before the next batch starts, so a
 crashed or interrupted run loses at most the batch in flight; a rerun skips what is there.
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from plphp.backends.recall import RecallObserver, dropped_positions
+from plphp.backends.recall import recall_for
 from plphp.backends.session import apply
 from plphp.errors import ConfigError
 from plphp.evaluation.dataset import DatasetError, EvalItem, conversation
@@ -283,17 +283,8 @@ def _add_recall(
     stop_ids: set[int],
 ) -> None:
     """One unpruned `generate()` measuring every policy's recall; fills the records in place."""
-    key_valid = inputs["attention_mask"].bool()
-    vision_mask = adapter.vision_mask(inputs["input_ids"])
-    dropped = {
-        name: dropped_positions(report, vision_mask, key_valid)
-        for name, report in reports.items()
-        if report is not None and report.layers
-    }
-    with torch.inference_mode(), RecallObserver(model, dropped, adapter) as observer:
-        output = model.generate(**inputs, **generation)
+    results, output = recall_for(model, inputs, reports, **generation)
     lengths = _answer_lengths(output[:, inputs["input_ids"].shape[1] :], stop_ids)
-    results = observer.results
     for name, rows in records.items():
         result = results.get(name)
         for b, row in enumerate(rows):

@@ -113,13 +113,12 @@ def summary_table(summary: Mapping[str, Mapping[str, Any]], title: str = "plphp 
 def plot_summary(summary: Mapping[str, Mapping[str, Any]], path: str | Path, title: str = "plphp eval") -> Path:
     """Write a PNG: accuracy (exact match, per token) and attention recall against the KV retained,
     one point per policy; and recall per layer."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure of its own (no pyplot): the process-wide plotting backend is left alone.
+    from matplotlib.figure import Figure
 
     path = Path(path)
-    fig, (quality, recall, layers) = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig = Figure(figsize=(15, 4.2))
+    quality, recall, layers = fig.subplots(1, 3)
     for name, row in summary.items():
         x = row["kv_retained"]
         for key, marker in (("exact_match", "o"), ("token_accuracy", "s")):
@@ -145,5 +144,4 @@ def plot_summary(summary: Mapping[str, Mapping[str, Any]], path: str | Path, tit
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

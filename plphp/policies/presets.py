@@ -1,4 +1,7 @@
-"""Built-in presets: named compositions with defaults. Any field can be overridden."""
+"""Built-in presets: named compositions with defaults. Any field can be overridden.
+
+A preset may build on another (`"preset": "snapkv"`): it then lists only what differs from it.
+"""
 
 from __future__ import annotations
 
@@ -21,13 +24,7 @@ PLPHP_QUESTION = Preset(
     name="plphp-question",
     description="PLPHP scored by the question's tokens (every text token after the last image), not the last token",
     reference="Meng et al. 2025 (arXiv 2502.14504), observation window ours: see docs/grid-model.md",
-    config={
-        "stage": "decode",
-        "start_layer": 2,
-        "collector": {"name": "last_token", "window": "question"},
-        "allocator": {"name": "vision_tiers", "alpha": 0.3, "beta": 0.1, "retention": 0.3, "delta": 0.1},
-        "selector": {"name": "head_topk", "gqa_reduce": "mean"},
-    },
+    config={"preset": "plphp", "collector": {"window": "question"}},
 )
 
 FULL = Preset(
@@ -71,14 +68,7 @@ FASTV_KV = Preset(
     name="fastv-kv",
     description="FastV's keep-set (ranked at layer K-1) applied to the KV cache of layers >= K; exact prefill",
     reference='Chen et al. 2024, "An Image is Worth 1/2 Tokens After Layer 2" (arXiv 2403.06764)',
-    config={
-        "stage": "decode",
-        "start_layer": 2,
-        "rank_by": "layer_before_start",
-        "collector": {"name": "last_token", "window": 1},
-        "allocator": {"name": "uniform", "retention": 0.5},
-        "selector": {"name": "shared_topk"},
-    },
+    config={"preset": "fastv", "stage": "decode", "rank_by": "layer_before_start"},
 )
 
 VTW = Preset(
@@ -124,26 +114,14 @@ PYRAMIDKV = Preset(
     name="pyramidkv",
     description="PyramidKV: SnapKV scores with budgets falling linearly with depth (mean 30%)",
     reference="Cai et al. 2024, PyramidKV (arXiv 2406.02069)",
-    config={
-        "stage": "decode",
-        "start_layer": 0,
-        "collector": {"name": "snapkv", "window": 32, "kernel": 7, "pooling": "max"},
-        "allocator": {"name": "pyramid", "retention": 0.3, "spread": 0.5},
-        "selector": {"name": "head_topk"},
-    },
+    config={"preset": "snapkv", "allocator": {"name": "pyramid", "retention": 0.3, "spread": 0.5}},
 )
 
 ADAKV = Preset(
     name="adakv",
     description="AdaKV: SnapKV scores, each layer's budget shared across heads by score (30% of vision KV)",
     reference="Feng et al. 2024, Ada-KV (arXiv 2407.11550)",
-    config={
-        "stage": "decode",
-        "start_layer": 0,
-        "collector": {"name": "snapkv", "window": 32, "kernel": 7, "pooling": "max"},
-        "allocator": {"name": "uniform", "retention": 0.3},
-        "selector": {"name": "adaptive_topk", "safeguard": 0.2},
-    },
+    config={"preset": "snapkv", "selector": {"name": "adaptive_topk", "safeguard": 0.2}},
 )
 
 KNORM = Preset(

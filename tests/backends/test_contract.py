@@ -1,4 +1,4 @@
-"""The correctness contract of DESIGN.md §6 on every supported architecture.
+"""The correctness contract (docs/architecture.md) on every supported architecture.
 
 - `full` (retention 1.0): tokens and logits bit-identical to plain `generate()`.
 - Pruning ("prune": entries removed from the cache) equals the masked reference ("mask": every

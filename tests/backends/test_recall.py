@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from plphp.backends import tiny
-from plphp.backends.recall import RecallObserver, dropped_positions, kept_attention_share, measure_recall
+from plphp.backends.recall import RecallMeter, dropped_positions, kept_attention_share, measure_recall, recall_for
 from plphp.backends.session import apply
 from plphp.policy import load_policy
 from plphp.registry import get_registry
@@ -57,11 +57,15 @@ def test_recall_equals_the_share_of_the_models_own_attention_weights(eager_model
         adapter = get_registry().adapter_for(model)
         masks = dropped_positions(session.report, adapter.vision_mask(batch["input_ids"]), batch["attention_mask"])
         assert masks[0] is None and all(m is not None and m.any() for m in masks[1:])
-        with RecallObserver(model, {"plphp": masks}) as observer:
+        meter = RecallMeter({"plphp": masks})
+        with apply(model, "full", observers=[meter]):
             measured = model.generate(**batch, **GENERATE)
         plain = model.generate(**batch, **GENERATE, output_attentions=True, return_dict_in_generate=True)
     assert torch.equal(measured, plain.sequences)
-    per_step = observer.results["plphp"].per_step  # [T, B, layers, H]
+    per_step = meter.results["plphp"].per_step  # [T, B, layers, H]
+    results, via_reports = recall_for(model, batch, {"plphp": session.report, "unpruned": None}, **GENERATE)
+    assert torch.equal(via_reports, plain.sequences) and list(results) == ["plphp"]
+    assert torch.equal(results["plphp"].per_step, per_step), "the one entry point measures the same"
     decode_steps = plain.attentions[1:]  # step 0 is prefill
     assert per_step.shape == (len(decode_steps), 2, 4, 4)
     groups = 2
@@ -98,9 +102,10 @@ def test_full_masks_measure_exactly_one(eager_model, batch):
     with torch.inference_mode(), apply(model, "full") as session:
         model.generate(**batch, max_new_tokens=1)
     nothing = [torch.zeros(2, 2, batch["input_ids"].shape[1], dtype=torch.bool) for _ in session.report.layers]
-    with torch.inference_mode(), RecallObserver(model, {"full": nothing}) as observer:
+    meter = RecallMeter({"full": nothing})
+    with torch.inference_mode(), apply(model, "full", observers=[meter]):
         model.generate(**batch, **GENERATE)
-    assert bool((observer.results["full"].per_step == 1.0).all())
+    assert bool((meter.results["full"].per_step == 1.0).all())
 
 
 def test_sdpa_and_eager_models_measure_the_same_recall(eager_model, batch):
