@@ -33,7 +33,7 @@ ONEVISION_05B = dict(
 )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policy", action="append", help="preset or policy file (repeatable); default plphp")
     parser.add_argument(
@@ -44,7 +44,7 @@ def main() -> None:
     )
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--json", help="write the figures here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     policies = args.policy or ["plphp"]
     console = Console()
     torch.manual_seed(0)
@@ -100,7 +100,8 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

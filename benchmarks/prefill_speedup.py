@@ -5,11 +5,12 @@ One process, interleaved after a warm-up of each (plain, fastv, ..., plain, fast
     plain        `model(input_ids, use_cache=True)`, sdpa, no plphp
     <preset>     the same inside `with plphp.apply(model, <preset>):`
 
-The model is the Qwen2-0.5B-shaped text model of `prefill_overhead.py` (hidden 896, 24 layers,
-14 query / 2 KV heads, random weights, float32, sdpa) with one token id declared a vision token by a
-run-time adapter plugin; the prompt holds `--tokens` ids of which `--vision-fraction` are vision
-tokens. The figure is the ratio of median prefill times (and the median of per-round ratios, which
-drifts less on a shared machine); thread settings and the machine's load are printed with it.
+The model is the Qwen2-0.5B-shaped text model of `plphp.bench.synthetic` (hidden 896, 24 layers,
+14 query / 2 KV heads, random weights, float32, sdpa) with one token id declared a vision token by
+`SyntheticVision`, a run-time adapter plugin; the prompt holds `--tokens` ids of which
+`--vision-fraction` are vision tokens. The figure is the ratio of median prefill times (and the
+median of per-round ratios, which drifts less on a shared machine); thread settings and the
+machine's load are printed with it.
 
 Usage:
     .venv/bin/python benchmarks/prefill_speedup.py                            # fastv, 4608 tokens (4147 vision)
@@ -19,38 +20,18 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
 import json
 import os
 import statistics
-import sys
-import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prefill_overhead import SyntheticVisionAdapter, SyntheticVisionPlugin, build_model, build_prompt  # noqa: E402
-
-import plphp  # noqa: E402
-from plphp.bench.runner import environment  # noqa: E402
-
-
-def timed_prefill(model, input_ids, policy: str | None) -> tuple[float, float, float]:
-    """Wall and process-CPU seconds of one prefill, and the report's vision-KV reduction (0 for plain).
-
-    CPU seconds count only this process's work, so they drift less than wall time when other
-    processes share the cores (with one torch thread they are the compute the prefill needs).
-    """
-    gc.collect()
-    with torch.inference_mode():
-        session = plphp.apply(model, policy) if policy is not None else None
-        with session if session is not None else contextlib.nullcontext():
-            cpu, start = time.process_time(), time.perf_counter()
-            model(input_ids, use_cache=True)
-            wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-        return wall, cpu, session.report.vision_kv_reduction if session is not None else 0.0
+import plphp
+from plphp.bench.environment import environment
+from plphp.bench.prefill import interleaved_prefills, speedup, warm_up
+from plphp.bench.synthetic import SyntheticVision, qwen2_text_model, vision_prompt
+from plphp.errors import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,54 +52,42 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--policies: {name!r} is not a prefill-stage preset")
 
     vision_id = args.vocab - 1
-    SyntheticVisionAdapter.vision_token_id = vision_id
-    plphp.register_plugin(SyntheticVisionPlugin(), name="synthetic-vision")
-    model = build_model(args.layers, args.vocab)
-    input_ids = build_prompt(args.tokens, args.vision_fraction, 1, args.vocab, vision_id)
+    model = qwen2_text_model(args.layers, args.vocab)
+    try:
+        input_ids = vision_prompt(args.tokens, args.vision_fraction, vision_id)
+    except ConfigError as exc:
+        raise SystemExit(str(exc)) from None
     num_vision = int((input_ids == vision_id).sum())
-    variants: list[str | None] = [None, *args.policies]
-    label = {None: "plain", **{p: p for p in args.policies}}
+    variants = {"plain": None, **{p: p for p in args.policies}}
     print(
         f"Qwen2-0.5B shape, {args.layers} layers, {args.tokens} tokens ({num_vision} vision), float32, sdpa; "
         f"torch threads {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
         f"load {os.getloadavg()[0]:.2f}",
         flush=True,
     )
-    for variant in variants:  # warm-up
-        timed_prefill(model, input_ids, variant)
-    times: dict[str, list[float]] = {label[v]: [] for v in variants}
-    cpu_times: dict[str, list[float]] = {label[v]: [] for v in variants}
-    reduction: dict[str, float] = {}
-    for round_ in range(args.runs):
-        for variant in variants:
-            wall, cpu, kv = timed_prefill(model, input_ids, variant)
-            times[label[variant]].append(wall)
-            cpu_times[label[variant]].append(cpu)
-            reduction[label[variant]] = kv
-            print(
-                f"  round {round_ + 1}/{args.runs} {label[variant]:<12} {wall:7.2f} s wall {cpu:7.2f} s CPU", flush=True
-            )
+
+    def on_round(index, results, load):
+        for name, r in results.items():
+            wall, cpu = r["forward_s"], r["forward_cpu_s"]
+            print(f"  round {index + 1}/{args.runs} {name:<12} {wall:7.2f} s wall {cpu:7.2f} s CPU", flush=True)
+
+    with SyntheticVision(vision_token_id=vision_id):
+        warm_up(model, input_ids, variants)
+        runs, _ = interleaved_prefills(model, input_ids, variants, args.runs, alternate=False, on_round=on_round)
+    times = {name: [r["forward_s"] for r in rs] for name, rs in runs.items()}
+    cpu_times = {name: [r["forward_cpu_s"] for r in rs] for name, rs in runs.items()}
     results = {}
     print(
         f"\n{'variant':<12} {'median s':>9} {'min-max s':>15} {'speedup':>8} {'paired':>7} "
         f"{'CPU speedup':>12} {'vision KV removed':>18}"
     )
     for name, values in times.items():
-        paired = statistics.median(p / v for p, v in zip(times["plain"], values, strict=True))
-        speedup = statistics.median(times["plain"]) / statistics.median(values)
-        cpu_speedup = statistics.median(cpu_times["plain"]) / statistics.median(cpu_times[name])
-        results[name] = {
-            "seconds": values,
-            "cpu_seconds": cpu_times[name],
-            "median_s": statistics.median(values),
-            "speedup": speedup,
-            "paired_speedup": paired,
-            "cpu_speedup": cpu_speedup,
-            "vision_kv_removed": reduction[name],
-        }
+        row = results[name] = speedup(values, cpu_times[name], times["plain"], cpu_times["plain"])
+        row["vision_kv_removed"] = runs[name][-1].get("vision_kv_reduction", 0.0)
         print(
             f"{name:<12} {statistics.median(values):9.2f} {min(values):7.2f}-{max(values):<7.2f} "
-            f"{speedup:7.2f}x {paired:6.2f}x {cpu_speedup:11.2f}x {reduction[name]:17.1%}"
+            f"{row['speedup']:7.2f}x {row['paired_speedup']:6.2f}x {row['cpu_speedup']:11.2f}x "
+            f"{row['vision_kv_removed']:17.1%}"
         )
     print(f"load after: {os.getloadavg()[0]:.2f}")
     if args.json:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+
+def kv_entry_bytes(head_dim: int, element_size: int) -> int:
+    """Bytes of one key + value entry (one sample, one KV head, one position): `2 · D · size`."""
+    return 2 * head_dim * element_size
 
 
 @dataclass
@@ -89,6 +95,74 @@ class PruningReport:
         """Share of the prompt's KV bytes removed (text and padding included)."""
         before = self.kv_bytes_before
         return 1.0 - self.kv_bytes_after / before if before else 0.0
+
+    # -- KV bytes from the kept counts alone ---------------------------------------------------------
+    def entry_bytes(self, layer: LayerReport) -> int:
+        """Bytes of one key + value entry of `layer` (one sample, one KV head, one position): `2 · D · size`,
+        from its bytes before compression (every prompt slot of every sample and KV head)."""
+        return layer.kv_bytes_before // (self.batch_size * layer.kept.shape[1] * self.prompt_length)
+
+    def kv_slots(self, layer: LayerReport, text_tokens: Sequence[int] | None = None) -> int:
+        """Slots per KV head that `layer`'s cache needs: the longest (sample, KV head) row's text + kept
+        vision when it is pruned (with head-adaptive budgets the layer is padded to its largest head),
+        else the prompt length.
+
+        Args:
+            text_tokens: per sample, its text tokens (padding excluded); default the prompt length less
+                its vision tokens (an unpadded batch).
+        """
+        if not layer.pruned:
+            return self.prompt_length
+        if text_tokens is None:
+            text_tokens = [self.prompt_length - n for n in self.num_vision]
+        kept = layer.kept.amax(-1).tolist()  # the largest head of each sample
+        return max(int(t) + k for t, k in zip(text_tokens, kept))
+
+    def layer_kv_bytes_formula(
+        self, layer: LayerReport, text_tokens: Sequence[int] | None = None, entry_bytes: int | None = None
+    ) -> int:
+        """`layer`'s KV bytes after compression from the kept counts: `2 · B · H_kv · slots · D · size`.
+
+        Args:
+            text_tokens: as in `kv_slots`.
+            entry_bytes: `2 · D · size` when known from elsewhere (the model), else `entry_bytes(layer)`.
+        """
+        if entry_bytes is None:
+            entry_bytes = self.entry_bytes(layer)
+        return entry_bytes * self.batch_size * layer.kept.shape[1] * self.kv_slots(layer, text_tokens)
+
+    def kv_bytes_formula(self, text_tokens: Sequence[int] | None = None) -> int | None:
+        """KV bytes after compression from the kept counts alone, over all layers (`layer_kv_bytes_formula`);
+        None when the report has no layers. It equals `kv_bytes_after` when the cache holds exactly
+        every text token plus the kept vision tokens, padded to the longest row."""
+        if not self.layers:
+            return None
+        return sum(self.layer_kv_bytes_formula(layer, text_tokens) for layer in self.layers if layer.kv_bytes_before)
+
+    def kv_bytes_per_sample(self, lengths: Sequence[int]) -> tuple[list[int], list[int], list[float]]:
+        """Per sample, its own prompt KV bytes (no padding) before and after pruning, from the kept counts,
+        and the share of its vision KV entries kept (mean over layers).
+
+        Args:
+            lengths: per sample, its valid (unpadded) prompt tokens.
+
+        Before is `entry · H_kv · length`, after `entry · (H_kv · text + Σ_heads kept)` per layer.
+        """
+        batch = len(lengths)
+        if not self.layers:
+            return [0] * batch, [0] * batch, [1.0] * batch
+        before, after, kept_vision = [0.0] * batch, [0.0] * batch, [0.0] * batch
+        for layer in self.layers:
+            heads = layer.kept.shape[1]
+            entry = self.entry_bytes(layer)
+            for b in range(batch):
+                text = lengths[b] - self.num_vision[b]
+                kept = float(layer.kept[b].sum())
+                before[b] += entry * heads * lengths[b]
+                after[b] += entry * (heads * text + kept)
+                kept_vision[b] += kept / (heads * self.num_vision[b]) if self.num_vision[b] else 1.0
+        layers = len(self.layers)
+        return [round(x) for x in before], [round(x) for x in after], [k / layers for k in kept_vision]
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary (per-layer figures, no tensors of positions)."""

@@ -176,6 +176,7 @@ def _generate(model: Any, inputs: Mapping[str, torch.Tensor], policy: Policy | N
 
 def _check_report(report: Any, inputs: Mapping[str, torch.Tensor], policy: Policy, model: Any, where: str) -> None:
     from plphp.registry import get_registry
+    from plphp.report import kv_entry_bytes
 
     adapter = get_registry().adapter_for(model)
     valid = inputs["attention_mask"].bool()
@@ -207,7 +208,9 @@ def _check_report(report: Any, inputs: Mapping[str, torch.Tensor], policy: Polic
                 f"need {width}: text was dropped or dropped tokens stayed"
             )
         element = torch.finfo(model.dtype).bits // 8
-        expected = 2 * keep.shape[0] * keep.shape[1] * width * adapter.head_dim * element
+        expected = report.layer_kv_bytes_formula(
+            layer, text.tolist(), entry_bytes=kv_entry_bytes(adapter.head_dim, element)
+        )
         if layer.kv_bytes_after != expected:
             raise PolicyCheckError(f"{at}: kv_bytes_after is {layer.kv_bytes_after}, the tensors need {expected}")
 

@@ -160,17 +160,12 @@ def bench(
 def _bench(**options: Any) -> None:
     from plphp.bench import output
     from plphp.bench.bandwidth import measure_bandwidth
-    from plphp.bench.runner import (
-        SYNTHETIC_NOTE,
-        UNPRUNED,
-        Variant,
-        Workload,
-        environment,
-        run_benchmark,
-        summary,
-    )
+    from plphp.bench.environment import environment
+    from plphp.bench.runs import SYNTHETIC_NOTE, run_benchmark
     from plphp.bench.shapes import SHAPES, decode_weight_bytes
+    from plphp.bench.summary import summary
     from plphp.bench.sweep import parse_sweep
+    from plphp.bench.workload import UNPRUNED, Variant, Workload
     from plphp.policy import load_policy
 
     o = options

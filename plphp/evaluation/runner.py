@@ -140,23 +140,11 @@ def _kv_bytes_per_sample(
     report: PruningReport | None, key_valid: torch.Tensor
 ) -> tuple[list[int], list[int], list[float]]:
     """Per sample: prompt KV bytes before and after pruning (its own entries, no padding), and the
-    share of its vision KV entries kept."""
+    share of its vision KV entries kept (`PruningReport.kv_bytes_per_sample`)."""
     batch = key_valid.shape[0]
-    if report is None or not report.layers:
+    if report is None:
         return [0] * batch, [0] * batch, [1.0] * batch
-    lengths = key_valid.sum(-1).tolist()
-    before, after, kept_vision = [0.0] * batch, [0.0] * batch, [0.0] * batch
-    for layer in report.layers:
-        heads = layer.kept.shape[1]
-        entry = layer.kv_bytes_before / (report.batch_size * heads * report.prompt_length)
-        for b in range(batch):
-            text = lengths[b] - report.num_vision[b]
-            kept = float(layer.kept[b].sum())
-            before[b] += entry * heads * lengths[b]
-            after[b] += entry * (heads * text + kept)
-            kept_vision[b] += kept / (heads * report.num_vision[b]) if report.num_vision[b] else 1.0
-    layers = len(report.layers)
-    return [round(x) for x in before], [round(x) for x in after], [k / layers for k in kept_vision]
+    return report.kv_bytes_per_sample(key_valid.sum(-1).tolist())
 
 
 def _stop_ids(model: Any, processor: Any) -> set[int]:

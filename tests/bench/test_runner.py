@@ -7,8 +7,10 @@ import torch
 
 import plphp
 from plphp.bench.bandwidth import measure_bandwidth
-from plphp.bench.runner import UNPRUNED, Variant, Workload, build_input_ids, kv_bytes_formula, run_benchmark, summary
+from plphp.bench.runs import run_benchmark
 from plphp.bench.shapes import build_shape_model, decode_weight_bytes
+from plphp.bench.summary import summary
+from plphp.bench.workload import UNPRUNED, Variant, Workload, build_input_ids
 from plphp.errors import ConfigError
 
 
@@ -92,7 +94,7 @@ def test_the_formula_counts_text_plus_the_longest_row_of_kept_vision():
     with plphp.apply(model, "plphp", start_layer=1) as session, torch.inference_mode():
         model(input_ids=batch, use_cache=True)
     report = session.report
-    assert kv_bytes_formula(report) == report.kv_bytes_after
+    assert report.kv_bytes_formula() == report.kv_bytes_after
     budget = report.layers[1].budget[0]
     per_slot = 2 * 2 * 2 * 16 * 4  # K and V, batch 2, 2 KV heads, head_dim 16, float32
     assert report.layers[1].kv_bytes_after == per_slot * (5 + budget)
@@ -137,4 +139,4 @@ def test_the_formula_counts_the_padding_of_head_adaptive_budgets():
         model(input_ids=batch, use_cache=True)
     report = session.report
     assert any(bool((layer.kept != layer.kept[:, :1]).any()) for layer in report.layers), "heads kept equal counts"
-    assert kv_bytes_formula(report) == report.kv_bytes_after
+    assert report.kv_bytes_formula() == report.kv_bytes_after

@@ -13,23 +13,20 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import platform
-import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 
+from plphp.backends.cache import PrunableLayer
 from plphp.backends.compat import cache_argument, output_cache
-from plphp.backends.events import SessionObserver
-from plphp.bench.bandwidth import Bandwidth, floor_step_seconds, ideal_speedup, ideal_step_seconds
+from plphp.bench.bandwidth import Bandwidth
 from plphp.bench.memory import PeakMemory
+from plphp.bench.summary import BenchResult, RunResult, report_summary
+from plphp.bench.timing import CompressTimer, synchronize
+from plphp.bench.workload import PrefillMode, Variant, Workload, build_input_ids
 from plphp.errors import ConfigError
-
-PrefillMode = Literal["synthetic", "real"]
-UNPRUNED = "unpruned"
 
 SYNTHETIC_NOTE = (
     "decode-only figures: the prefill is synthetic (random keys and values of the real shapes, statistics from "
@@ -38,149 +35,23 @@ SYNTHETIC_NOTE = (
 )
 
 
-@dataclass(frozen=True)
-class Workload:
-    """What each run processes.
-
-    Attributes:
-        batch: sequences decoded together.
-        vision_tokens: vision tokens per sequence.
-        text_tokens: text tokens per sequence (prompt length = text + vision).
-        images: vision blocks per sequence (the vision tokens split between them).
-        new_tokens: decode steps.
-    """
-
-    batch: int = 1
-    vision_tokens: int = 6000
-    text_tokens: int = 64
-    images: int = 1
-    new_tokens: int = 64
-
-    def __post_init__(self):
-        for name in ("batch", "vision_tokens", "images", "new_tokens"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name.replace('_', '-')}: {getattr(self, name)} is not allowed; it must be >= 1")
-        if self.text_tokens < 2:
-            raise ConfigError(f"text-tokens: {self.text_tokens} is not allowed; it must be >= 2")
-        if self.images > self.vision_tokens:
-            raise ConfigError(f"images: {self.images} is more than the {self.vision_tokens} vision tokens")
-
-    @property
-    def prompt_length(self) -> int:
-        return self.text_tokens + self.vision_tokens + (self.images - 1)
-
-
-@dataclass
-class Variant:
-    """One thing measured: the unpruned reference (policy None) or a policy.
-
-    Attributes:
-        label: the name in tables ("unpruned", a preset name, or "retention=0.3").
-        policy: a resolved `plphp.policy.Policy`, None for the unpruned reference.
-        retention: the swept value, when this variant is a sweep point.
-    """
-
-    label: str
-    policy: Any = None
-    retention: float | None = None
-
-
-@dataclass
-class RunResult:
-    """One run of one variant."""
-
-    label: str
-    round: int
-    step_s: float  # mean seconds per decode step
-    steps_s: list[float]
-    tokens_per_s: float
-    prefill_s: float | None
-    ttft_s: float | None
-    compress_s: float | None
-    kv_bytes: int  # prompt KV bytes after prefill (and compression), real tensors
-    kv_bytes_end: int  # KV bytes in use after the last step
-    kv_bytes_allocated: int  # bytes of the buffers holding them
-    memory_before: int | None
-    peak_prefill: int | None
-    peak_decode: int | None
-    report: dict[str, Any] | None = None
-
-
-@dataclass
-class BenchResult:
-    setup: dict[str, Any]
-    bandwidth: Bandwidth
-    variants: list[Variant]
-    runs: list[RunResult] = field(default_factory=list)
-    warmups: list[RunResult] = field(default_factory=list)
-
-    def runs_of(self, label: str) -> list[RunResult]:
-        return [r for r in self.runs if r.label == label]
-
-    def peak_runs_of(self, label: str) -> list[RunResult]:
-        """The runs whose peak memory was measured alone: the timed runs, else the warm-up."""
-        timed = [r for r in self.runs_of(label) if r.peak_decode is not None]
-        return timed or [r for r in self.warmups if r.label == label]
-
-
-# -- inputs ---------------------------------------------------------------------------------------
-def build_input_ids(model: Any, adapter: Any, workload: Workload, seed: int = 0) -> torch.Tensor:
-    """`[B, L]` ids: text, `images` blocks of the vision token id (one text token between), text."""
-    vocab = model.config.get_text_config(decoder=True).vocab_size
-    vision_id = adapter.vision_token_ids()[0]
-    low = max(vocab // 2, max(adapter.vision_token_ids()) + 1)  # clear of the tokenizer's special ids
-    generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(low, vocab, (workload.batch, workload.prompt_length), generator=generator)
-    start = workload.text_tokens // 2
-    per_image = [
-        workload.vision_tokens // workload.images + (i < workload.vision_tokens % workload.images)
-        for i in range(workload.images)
-    ]
-    position = start
-    for count in per_image:
-        ids[:, position : position + count] = vision_id
-        position += count + 1
-    return ids
-
-
 # -- one run --------------------------------------------------------------------------------------
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _kv_bytes(cache: Any) -> tuple[int, int]:
     """(bytes in use, bytes allocated) of the cache's key and value tensors."""
     used = allocated = 0
     for layer in cache.layers:
+        if isinstance(layer, PrunableLayer):  # plphp's layer: its public byte counts
+            if layer.nbytes:
+                used += layer.nbytes
+                allocated += layer.allocated_nbytes
+            continue
+        # transformers' DynamicLayer (the unpruned reference): the tensors and their storage
         keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
         if keys is None or values is None or keys.numel() == 0:
             continue
         used += keys.numel() * keys.element_size() + values.numel() * values.element_size()
-        buffers = (getattr(layer, "_key_buffer", None), getattr(layer, "_value_buffer", None))
-        if buffers[0] is not None:
-            allocated += sum(b.numel() * b.element_size() for b in buffers)
-        else:
-            allocated += keys.untyped_storage().nbytes() + values.untyped_storage().nbytes()
+        allocated += keys.untyped_storage().nbytes() + values.untyped_storage().nbytes()
     return used, allocated
-
-
-class _CompressTimer(SessionObserver):
-    """Times the session's compression step (allocate, select, gather) through its events."""
-
-    def __init__(self, session: Any):
-        self.seconds = 0.0
-        self._device = session.model.device
-        self._start = 0.0
-        session.subscribe(self)
-
-    def on_compress_start(self, session: Any) -> None:
-        _synchronize(self._device)
-        self._start = time.perf_counter()
-
-    def on_compress_end(self, session: Any, report: Any) -> None:
-        _synchronize(self._device)
-        self.seconds += time.perf_counter() - self._start
 
 
 def _synthetic_prefill(model: Any, session: Any, input_ids: torch.Tensor, seed: int) -> Any:
@@ -246,8 +117,8 @@ class _Run:
         self.input_ids = input_ids.to(self.device)
         self.new_tokens = new_tokens
         self.seed = seed
-        self.session = plphp.apply(model, variant.policy) if variant.policy is not None else None
-        self.timer = _CompressTimer(self.session) if self.session is not None else None
+        self.timer = CompressTimer(self.device) if variant.policy is not None else None
+        self.session = plphp.apply(model, variant.policy, observers=[self.timer]) if self.timer is not None else None
         self.steps: list[float] = []
         self.prefill_s: float | None = None
         self.ttft_s: float | None = None
@@ -258,7 +129,7 @@ class _Run:
     def prefill(self) -> None:
         batch, length = self.input_ids.shape
         with torch.inference_mode(), self._context():
-            _synchronize(self.device)
+            synchronize(self.device)
             start = time.perf_counter()
             if self.prefill_mode == "real":
                 out = self.model(
@@ -268,10 +139,10 @@ class _Run:
                     logits_to_keep=1,
                 )
                 self.cache = output_cache(out)
-                _synchronize(self.device)
+                synchronize(self.device)
                 self.prefill_s = time.perf_counter() - start
                 self.token = out.logits[:, -1].argmax(-1, keepdim=True)
-                _synchronize(self.device)
+                synchronize(self.device)
                 self.ttft_s = time.perf_counter() - start
                 del out
             else:
@@ -284,7 +155,7 @@ class _Run:
     def step(self) -> None:
         length = self.input_ids.shape[1] + len(self.steps)
         with torch.inference_mode(), self._context():
-            _synchronize(self.device)
+            synchronize(self.device)
             start = time.perf_counter()
             out = self.model(
                 input_ids=self.token,
@@ -294,7 +165,7 @@ class _Run:
                 logits_to_keep=1,
             )
             self.token = out.logits[:, -1].argmax(-1, keepdim=True)
-            _synchronize(self.device)
+            synchronize(self.device)
             self.steps.append(time.perf_counter() - start)
             del out
 
@@ -311,14 +182,14 @@ class _Run:
             tokens_per_s=batch * len(self.steps) / decode_s,
             prefill_s=self.prefill_s,
             ttft_s=self.ttft_s,
-            compress_s=self.timer.seconds if self.timer is not None else None,
+            compress_s=self.timer.compress_s if self.timer is not None else None,
             kv_bytes=self.kv_bytes,
             kv_bytes_end=kv_end,
             kv_bytes_allocated=kv_allocated,
             memory_before=memory_before,
             peak_prefill=peak_prefill,
             peak_decode=peak_decode,
-            report=_report_summary(self.report) if self.report is not None else None,
+            report=report_summary(self.report) if self.report is not None else None,
         )
 
 
@@ -375,66 +246,7 @@ def run_steps_interleaved(
     return results
 
 
-def _report_summary(report: Any) -> dict[str, Any]:
-    """What the bench keeps of a `PruningReport`: its bytes, reduction and the formula check."""
-    return {
-        "policy": report.policy,
-        "note": report.note,
-        "kv_bytes_before": report.kv_bytes_before,
-        "kv_bytes_after": report.kv_bytes_after,
-        "vision_kv_reduction": report.vision_kv_reduction,
-        "kv_reduction": report.kv_reduction,
-        "vision_kept_fraction": report.vision_kept_fraction,
-        "pruned_layers": sum(layer.pruned for layer in report.layers),
-        "kv_bytes_formula": kv_bytes_formula(report),
-    }
-
-
-def kv_bytes_formula(report: Any) -> int | None:
-    """KV bytes after compression from the kept counts alone: per layer `2 · B · H_kv · slots · D · size`,
-    with `slots` the longest (sample, KV head) row's text + kept vision (pruned; with head-adaptive
-    budgets the layer is padded to its largest head) or the prompt length (not pruned).
-
-    For an unpadded batch (the bench's workloads), where a sample's text is the prompt less its vision.
-    """
-    if not report.layers:
-        return None
-    total = 0
-    for layer in report.layers:
-        if not layer.kv_bytes_before:
-            continue
-        per_slot = layer.kv_bytes_before // report.prompt_length  # 2 · B · H_kv · D · size
-        if layer.pruned:
-            kept = layer.kept.amax(-1).tolist()  # the largest head of each sample
-            slots = max(report.prompt_length - n + k for n, k in zip(report.num_vision, kept))
-        else:
-            slots = report.prompt_length
-        total += per_slot * slots
-    return total
-
-
 # -- the whole benchmark -------------------------------------------------------------------------
-def environment() -> dict[str, Any]:
-    """Threads, load and versions: recorded with every figure (docs/architecture.md, "Measuring")."""
-    import transformers
-
-    import plphp
-
-    env_keys = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "KMP_BLOCKTIME", "GOMP_SPINCOUNT")
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "plphp": plphp.__version__,
-        "torch_num_threads": torch.get_num_threads(),
-        "torch_num_interop_threads": torch.get_num_interop_threads(),
-        "cpu_count": os.cpu_count(),
-        "env": {key: os.environ.get(key) for key in env_keys},
-        "load_avg": list(os.getloadavg()),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-    }
-
-
 def run_benchmark(
     model: Any,
     variants: list[Variant],
@@ -494,68 +306,3 @@ def run_benchmark(
         loads.append(os.getloadavg()[0])
     result.setup["load_avg_1min_per_round"] = loads
     return result
-
-
-# -- summaries --------------------------------------------------------------------------------------
-def summarize(values: list[float]) -> dict[str, float] | None:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
-def summary(result: BenchResult, weight_bytes: int) -> list[dict[str, Any]]:
-    """One row per variant: medians (min–max), ratios against unpruned, and the bandwidth model."""
-    reference = result.runs_of(UNPRUNED)
-    ref_step = statistics.median(r.step_s for r in reference) if reference else None
-    ref_kv = reference[0].kv_bytes if reference else None
-    ref_peak = summarize([r.peak_decode for r in result.peak_runs_of(UNPRUNED)]) if reference else None
-    bandwidth = result.bandwidth.read
-    rows = []
-    for variant in result.variants:
-        runs = result.runs_of(variant.label)
-        step = summarize([r.step_s for r in runs])
-        row: dict[str, Any] = {
-            "label": variant.label,
-            "policy": variant.policy.describe() if variant.policy is not None else "none (transformers DynamicCache)",
-            "retention": variant.retention,
-            "runs": len(runs),
-            "step_s": step,
-            "tokens_per_s": summarize([r.tokens_per_s for r in runs]),
-            "prefill_s": summarize([r.prefill_s for r in runs]),
-            "ttft_s": summarize([r.ttft_s for r in runs]),
-            "compress_s": summarize([r.compress_s for r in runs]),
-            "kv_bytes": runs[0].kv_bytes,
-            "kv_bytes_end": runs[0].kv_bytes_end,
-            "kv_bytes_allocated": runs[0].kv_bytes_allocated,
-            "peak_decode": summarize([r.peak_decode for r in result.peak_runs_of(variant.label)]),
-            "peak_prefill": summarize([r.peak_prefill for r in result.peak_runs_of(variant.label)]),
-            "report": runs[0].report,
-            "floor_step_s": floor_step_seconds(weight_bytes, runs[0].kv_bytes, bandwidth),
-        }
-        if row["report"] is not None:
-            row["kv_bytes_match_report"] = row["kv_bytes"] == row["report"]["kv_bytes_after"]
-            row["kv_bytes_match_formula"] = row["kv_bytes"] == row["report"]["kv_bytes_formula"]
-        if ref_step is not None:
-            # Per decode step, the unpruned step of the same round and index over this one's.
-            paired = [
-                a / b
-                for ref_run in reference
-                for run in runs
-                if ref_run.round == run.round
-                for a, b in zip(ref_run.steps_s, run.steps_s)
-            ]
-            saved = ref_kv - runs[0].kv_bytes
-            row["speedup"] = ref_step / step["median"]
-            row["speedup_paired_median"] = statistics.median(paired)
-            row["kv_saved_bytes"] = saved
-            row["ideal_step_s"] = ideal_step_seconds(ref_step, saved, bandwidth)
-            row["ideal_speedup"] = ideal_speedup(ref_step, saved, bandwidth)
-            row["of_ideal"] = row["speedup"] / row["ideal_speedup"] if row["ideal_speedup"] > 0 else None
-            if ref_peak is not None and row["peak_decode"] is not None:
-                row["peak_decode_saved"] = ref_peak["median"] - row["peak_decode"]["median"]
-        prefill = row["prefill_s"]
-        if row["compress_s"] is not None and prefill is not None:
-            row["compress_share_of_prefill"] = row["compress_s"]["median"] / prefill["median"]
-        rows.append(row)
-    return rows
