@@ -7,9 +7,9 @@ import torch
 
 from plphp.components import Params, Selector
 from plphp.hookspecs import hookimpl
+from plphp.models import ARCHITECTURES
 from plphp.policy import load_policy
 from plphp.registry import get_registry, register_plugin, unregister_plugin
-from plphp.models import ARCHITECTURES
 from plphp.testing import PolicyCheckError, _check_report, check_policy, tiny_vlm, with_stage
 
 
