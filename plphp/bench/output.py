@@ -9,26 +9,20 @@ from typing import Any
 from rich.table import Table
 
 
+def _spread(summary: dict[str, float] | None, scale: float = 1.0, digits: int = 1) -> str:
+    """ "median (min–max)" of a summary, each value times `scale`; "—" when there is none."""
+    if summary is None:
+        return "—"
+    median, low, high = (summary[key] * scale for key in ("median", "min", "max"))
+    return f"{median:.{digits}f} ({low:.{digits}f}–{high:.{digits}f})"
+
+
 def _ms(summary: dict[str, float] | None) -> str:
-    if summary is None:
-        return "—"
-    return f"{summary['median'] * 1e3:.1f} ({summary['min'] * 1e3:.1f}–{summary['max'] * 1e3:.1f})"
-
-
-def _rate(summary: dict[str, float] | None) -> str:
-    if summary is None:
-        return "—"
-    return f"{summary['median']:.1f} ({summary['min']:.1f}–{summary['max']:.1f})"
+    return _spread(summary, 1e3)
 
 
 def _mib(value: float | None) -> str:
     return "—" if value is None else f"{value / 2**20:.1f}"
-
-
-def _peak(summary: dict[str, float] | None) -> str:
-    if summary is None:
-        return "—"
-    return f"{summary['median'] / 2**20:.0f} ({summary['min'] / 2**20:.0f}–{summary['max'] / 2**20:.0f})"
 
 
 def _ratio(value: float | None) -> str:
@@ -56,12 +50,12 @@ def _cells(row: dict[str, Any]) -> dict[str, str]:
     return {
         "label": row["label"],
         "step": _ms(row["step_s"]),
-        "rate": _rate(row["tokens_per_s"]),
+        "rate": _spread(row["tokens_per_s"]),
         "prefill": _ms(row["prefill_s"]),
         "ttft": _ms(row["ttft_s"]),
         "compress": _ms(row["compress_s"]),
         "kv": _mib(row["kv_bytes"]),
-        "peak": _peak(row["peak_decode"]),
+        "peak": _spread(row["peak_decode"], 2**-20, 0),
         "speedup": _ratio(row.get("speedup")),
         "paired": _ratio(row.get("speedup_paired_median")),
         "ideal": _ratio(row.get("ideal_speedup")),
