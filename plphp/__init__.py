@@ -20,6 +20,7 @@ from plphp.report import LayerReport, PruningReport
 from plphp.stats import LayerStats, PromptInfo
 
 if TYPE_CHECKING:
+    from plphp.backends.events import SessionObserver
     from plphp.backends.session import Session, apply
 
 __version__ = "0.1.0"
@@ -39,6 +40,7 @@ __all__ = [
     "PruningReport",
     "Selector",
     "Session",
+    "SessionObserver",
     "UnknownNameError",
     "UnsupportedModelError",
     "apply",
@@ -56,4 +58,8 @@ def __getattr__(name: str) -> Any:
         from plphp.backends import session
 
         return getattr(session, name)
+    if name == "SessionObserver":
+        from plphp.backends.events import SessionObserver
+
+        return SessionObserver
     raise AttributeError(f"module 'plphp' has no attribute {name!r}")

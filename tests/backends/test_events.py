@@ -144,3 +144,7 @@ def test_an_object_with_no_event_is_refused(qwen):
 def test_the_events_are_the_observer_base_class_methods():
     assert set(EVENTS) == {name for name in vars(SessionObserver) if name.startswith("on_")}
     assert PrunableLayer().nbytes == 0 and PrunableLayer().allocated_nbytes == 0
+
+
+def test_the_observer_base_class_is_public():
+    assert plphp.SessionObserver is SessionObserver
