@@ -135,6 +135,28 @@ class PrefillStage:
             key_valid=sequence.valid,
         )
 
+    def restore_positions(self, output: Any, state: PrefillState) -> Any:
+        """Give a full forward's per-position logits back their prompt positions.
+
+        After tokens left, the last layer holds only the kept ones, so the model returns logits
+        `[B, S, V]` for the shrunk sequence. They are put back at their prompt positions, `[B, L, V]`;
+        positions whose token left (and padding) get NaN: their logits do not exist. `generate()`
+        asks for the last position only, which always stays, so it sees no change.
+        """
+        drop, length = self.drop, state.prompt.length
+        logits = getattr(output, "logits", None)
+        if drop is None or drop.first_layer is None or not isinstance(logits, torch.Tensor):
+            return output
+        sequence = drop.sequence
+        if logits.dim() != 3 or logits.shape[1] != sequence.length or sequence.length == length:
+            return output
+        batch, _, vocab = logits.shape
+        full = logits.new_full((batch, length + 1, vocab), float("nan"))
+        target = torch.where(sequence.valid, sequence.index, length).to(logits.device)
+        full.scatter_(1, target[..., None].expand(-1, -1, vocab), logits)
+        output.logits = full[:, :length]
+        return output
+
     def report(self, state: PrefillState) -> PruningReport:
         """The report of the prefill: what each layer held when it ended."""
         drop, prompt = self.drop, state.prompt

@@ -200,6 +200,11 @@ class Session:
             )
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         if self._cache is not None and self._cache.get_seq_length() == 0:
+            if self._prefill_stage is not None and kwargs.get("labels") is not None:
+                raise PlphpError(
+                    f"labels: a prefill-stage policy ({self.policy.name!r}) drops tokens from the hidden states, so "
+                    "their logits do not exist; score with a decode-stage policy (its prefill is exact)"
+                )
             self.observers.emit("on_prefill_start", self)
             self._start_prefill(self._cache, input_ids, kwargs.get("attention_mask"))
             self.observers.emit("on_prompt", self, self._prefill.prompt if self._prefill is not None else None)
@@ -213,8 +218,14 @@ class Session:
         if prefill is not None:
             self.observers.emit("on_prefill_end", self)
             self.observers.emit("on_compress_start", self)
-            stage = self._prefill_stage or self._decode_stage
-            report = stage.report(prefill) if stage is self._prefill_stage else stage.compress(prefill)
+            # Pruning is inference: keep-sets and compressed caches carry no autograd history.
+            if self._prefill_stage is not None:
+                output = self._prefill_stage.restore_positions(output, prefill)
+            with torch.no_grad():
+                if self._prefill_stage is not None:
+                    report = self._prefill_stage.report(prefill)
+                else:
+                    report = self._decode_stage.compress(prefill)
             self.reports.append(report)
             for layer_report in report.layers:
                 if layer_report.pruned:
@@ -233,7 +244,8 @@ class Session:
         """Run the collector on one layer of the prefill, between its two events."""
         prefill = self._prefill
         self.observers.emit("on_collect_start", self, layer_idx)
-        stats = self.policy.collector.collect(query, key, prefill.current, layer_idx, scaling)
+        with torch.no_grad():  # statistics choose tokens; they are not part of the model's output
+            stats = self.policy.collector.collect(query, key, prefill.current, layer_idx, scaling)
         check_stats(stats, prefill.current, f"collector {self.policy.collector.name!r} (layer {layer_idx})")
         prefill.stats[layer_idx] = stats
         self.observers.emit("on_layer_stats", self, layer_idx, stats)
