@@ -136,5 +136,50 @@ def _register_bench() -> None:
 _register_bench()
 
 
-def main() -> None:
-    app()
+@app.callback()
+def _options(
+    plugin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--plugin",
+            metavar="MODULE",
+            help="import MODULE and register its plphp hooks (repeatable; may stand anywhere on the line; "
+            "PLPHP_PLUGINS=mod1,mod2 does the same)",
+        ),
+    ] = None,
+) -> None:
+    """Prune the vision-token KV cache of vision-language models (PLPHP and other policies)."""
+
+
+def split_plugins(args: list[str]) -> tuple[list[str], list[str]]:
+    """`(plugin modules, other arguments)`: every `--plugin MODULE` / `--plugin=MODULE`, wherever it stands."""
+    plugins, rest = [], []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--plugin":
+            if index + 1 >= len(args):
+                raise PlphpError("--plugin: a module name must follow it")
+            plugins.append(args[index + 1])
+            index += 2
+            continue
+        if arg.startswith("--plugin="):
+            plugins.append(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+        index += 1
+    return plugins, rest
+
+
+def main(args: list[str] | None = None) -> None:
+    import sys
+
+    from plphp.registry import load_plugins
+
+    try:
+        plugins, rest = split_plugins(list(sys.argv[1:] if args is None else args))
+        load_plugins(plugins)
+    except PlphpError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(2) from None
+    app(args=rest, prog_name="plphp")

@@ -1,13 +1,16 @@
 """The pluggy registry of components, presets and model adapters.
 
 Plugins are found through the entry-point group `plphp` (the built-ins are declared there by
-plphp's own `pyproject.toml`) or registered at run time with `register_plugin`.
+plphp's own `pyproject.toml`), named as modules in the `PLPHP_PLUGINS` environment variable or the
+command line's `--plugin`, or registered at run time with `register_plugin`.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import os
+from collections.abc import Iterable
 from typing import Any
 
 import pluggy
@@ -16,6 +19,9 @@ from plphp import hookspecs
 from plphp.errors import ConfigError, UnknownNameError, UnsupportedModelError
 
 KINDS = ("collector", "allocator", "selector")
+
+#: Environment variable naming plugin modules to load into every registry (comma-separated).
+PLUGINS_VARIABLE = "PLPHP_PLUGINS"
 
 #: Modules that hold plphp's own plugins; used only when plphp runs from a source tree whose
 #: entry points are not installed, so the built-ins are still there.
@@ -41,6 +47,24 @@ class Registry:
                     self.manager.register(module, name=module_name)
             self._check_pending()
             self._check_unique()
+            self.load_modules(plugin_modules(os.environ.get(PLUGINS_VARIABLE, "")), source=PLUGINS_VARIABLE)
+
+    def load_modules(self, names: Iterable[str], source: str = "--plugin") -> list[Any]:
+        """Import plugin modules by dotted name and register each (already registered ones are kept).
+
+        Raises:
+            ConfigError: one line naming the module and `source` when it cannot be imported or is refused.
+        """
+        modules = []
+        for name in names:
+            try:
+                module = importlib.import_module(name)
+            except Exception as exc:  # ImportError, or any error raised while the module runs
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise ConfigError(f"{source}: plugin module {name!r} could not be imported: {first}") from None
+            self.register(module, name=name)
+            modules.append(module)
+        return modules
 
     def register(self, plugin: Any, name: str | None = None) -> None:
         """Register a plugin object (a module or any object with `@hookimpl` methods)."""
@@ -148,6 +172,16 @@ def get_registry() -> Registry:
     if _REGISTRY is None:
         _REGISTRY = Registry()
     return _REGISTRY
+
+
+def plugin_modules(text: str) -> list[str]:
+    """The module names of a `PLPHP_PLUGINS`-style list: comma-separated, blanks ignored."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def load_plugins(names: Iterable[str], source: str = "--plugin") -> list[Any]:
+    """Import plugin modules by name and register them in the process-wide registry (`--plugin`)."""
+    return get_registry().load_modules(names, source=source)
 
 
 def register_plugin(plugin: Any, name: str | None = None) -> None:
