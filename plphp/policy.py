@@ -242,7 +242,7 @@ def load_policy(spec: str | os.PathLike | Mapping[str, Any] | Policy = "plphp", 
 
     A file may hold the policy keys at the top level or under `policy:` (as a run config does).
 
-    Example:
+    Examples:
         >>> policy = load_policy("plphp", allocator={"retention": 0.3})
     """
     if isinstance(spec, Policy):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -138,3 +139,20 @@ def test_docs_build_strict(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr
+    # Offline: no page loads a script, stylesheet or font from another host, and no page holds a
+    # mermaid block (the theme would fetch mermaid from a CDN to draw it).
+    pages = list((tmp_path / "site").rglob("*.html"))
+    assert len(pages) > 10
+    external = re.compile(r"""<(?:script|link|img)\b[^>]*(?:src|href)=["']?(?:https?:)?//""", re.I)
+    for page in pages:
+        text = page.read_text()
+        assert not external.search(text), f"{page.relative_to(tmp_path)} loads from another host"
+        assert 'class="mermaid"' not in text and "fonts.googleapis" not in text, page.relative_to(tmp_path)
+    assert (tmp_path / "site" / "img" / "data-flow.svg").is_file()
+
+
+def test_the_data_flow_picture_is_up_to_date():
+    import runpy
+
+    drawn = runpy.run_path(str(ROOT / "docs" / "img" / "data-flow.py"))["svg"]()
+    assert (ROOT / "docs" / "img" / "data-flow.svg").read_text() == drawn

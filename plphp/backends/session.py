@@ -355,7 +355,7 @@ def apply(
     Returns:
         A `Session`; the model is restored exactly on exit, also after an exception.
 
-    Example:
+    Examples:
         >>> with plphp.apply(model, "plphp") as session:
         ...     out = model.generate(**inputs, max_new_tokens=64)
         >>> session.report.vision_kv_reduction

@@ -22,7 +22,7 @@ LLaVA 36 / 36 / 36 (fixed 48x48 crop), LLaVA-NeXT and LLaVA-OneVision 88 / 70 / 
 tiling over 32x32 tiles; in a OneVision sample with several images every image has 17), Qwen2-VL
 and Qwen2.5-VL 16 / 48 / 48 (one token per 16x16 pixels, between 4 and 100).
 
-Example:
+Examples:
     >>> from plphp import models
     >>> from plphp.backends.inputs import chat_inputs
     >>> model = models.build_tiny_model("qwen2_vl")

@@ -3,7 +3,7 @@
 Deterministic by seed, with a small vocabulary (`vocabulary()`) and multi-token answers, so that a
 tiny model can be trained on them and a pruning policy's effect on decoding can be scored.
 
-Example:
+Examples:
     >>> from plphp.tasks import make_tasks, exact_match
     >>> items = make_tasks(8, seed=0)
     >>> items[0].question, items[0].answer
