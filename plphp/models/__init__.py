@@ -57,7 +57,7 @@ from plphp.models.processors import (
     build_tiny_processor,
     register_processors,
 )
-from plphp.models.tiny import build_tiny_config, build_tiny_model, save_tiny
+from plphp.models.tiny import build_tiny_config, build_tiny_model, load_tiny, save_tiny
 
 __all__ = [
     "ARCHITECTURES",
@@ -75,6 +75,7 @@ __all__ = [
     "make_image",
     "load_builtin_model",
     "load_grid_model",
+    "load_tiny",
     "register_processors",
     "save_tiny",
 ]

@@ -32,7 +32,7 @@ from plphp.models.common import (
     _TILE_SIZE,
     _check_arch,
 )
-from plphp.models.processors import _TINY_PROCESSORS, build_tiny_processor
+from plphp.models.processors import _TINY_PROCESSORS, build_tiny_processor, register_processors
 from plphp.models.tokenizer import _bpe_vocabulary, _special_tokens
 
 
@@ -267,7 +267,8 @@ def save_tiny(arch: str, path: str | os.PathLike, *, seed: int = 0) -> pathlib.P
     Returns:
         The directory, loadable with `AutoModelForImageTextToText.from_pretrained` and
         `AutoProcessor.from_pretrained`. For LLaVA-OneVision and the Qwen models the processor
-        class is plphp's (see the package's note): call `plphp.models.register_processors()`
+        class is plphp's (see the package's note): load it with `load_tiny`, or call
+        `plphp.models.register_processors()`
         before loading, or pass `trust_remote_code=True`.
     """
     path = pathlib.Path(path)
@@ -278,6 +279,19 @@ def save_tiny(arch: str, path: str | os.PathLike, *, seed: int = 0) -> pathlib.P
     if isinstance(processor, _TINY_PROCESSORS):
         _write_processor_auto_map(path, type(processor).__name__)
     return path
+
+
+def load_tiny(path: str | os.PathLike) -> tuple[Any, Any]:
+    """Loads a directory written by `save_tiny`: `(model, processor)`, the model in eval mode.
+
+    It registers plphp's processor classes first (`plphp.models.register_processors`), so no
+    custom-code prompt appears; `AutoProcessor.from_pretrained` on such a directory needs that call.
+    """
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    register_processors()
+    processor = AutoProcessor.from_pretrained(path)
+    return AutoModelForImageTextToText.from_pretrained(path).eval(), processor
 
 
 _AUTO_MAP_MODULE = "processing_plphp_tiny"

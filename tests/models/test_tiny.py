@@ -281,3 +281,24 @@ def test_importing_plphp_registers_no_processor_class_and_register_processors_do
         result.stdout.strip().splitlines()[-1]
         == f"TinyQwen2VLProcessor {models.build_tiny_config('qwen2_vl').image_token_id}"
     )
+
+
+def test_load_tiny_loads_a_saved_directory_in_a_fresh_process_without_a_prompt(tmp_path):
+    path = models.save_tiny("qwen2_5_vl", tmp_path / "model")
+    script = (
+        "import sys\n"
+        "from plphp.models import load_tiny\n"
+        "model, processor = load_tiny(sys.argv[1])\n"
+        "print(type(model).__name__, type(processor).__name__, model.training)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "Qwen2_5_VLForConditionalGeneration TinyQwen2_5_VLProcessor False"
