@@ -243,6 +243,8 @@ def check_policy(
     for architecture in ARCHITECTURES if architectures is None else architectures:
         vlm = tiny_vlm(architecture)
         model = vlm.model
+        # The reference is eager attention; the shared model gets back whatever it had before.
+        before = model.config.get_text_config(decoder=True)._attn_implementation
         model.set_attn_implementation({"text_config": "eager"})
         try:
             for batch in batches:
@@ -271,7 +273,7 @@ def check_policy(
                 _check_report(report, inputs, resolved, model, where)
                 results.append(CaseResult(architecture, batch, diff, report.vision_kv_reduction))
         finally:
-            model.set_attn_implementation({"text_config": "sdpa"})
+            model.set_attn_implementation({"text_config": before})
     return results
 
 

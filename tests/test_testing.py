@@ -175,3 +175,16 @@ def test_the_kit_catches_an_allocator_out_of_range():
             check_policy({"allocator": {"name": "overflow"}}, architectures=["llava"])
     finally:
         unregister_plugin(plugin)
+
+
+def test_the_kit_gives_a_shared_model_back_its_attention_implementation():
+    vlm = tiny_vlm("qwen2_vl")
+    text_config = vlm.model.config.get_text_config(decoder=True)
+    vlm.model.set_attn_implementation({"text_config": "eager"})
+    try:
+        check_policy("full", architectures=["qwen2_vl"], batches=["batch1"])
+        assert text_config._attn_implementation == "eager"
+    finally:
+        vlm.model.set_attn_implementation({"text_config": "sdpa"})
+    check_policy("full", architectures=["qwen2_vl"], batches=["batch1"])
+    assert text_config._attn_implementation == "sdpa"
