@@ -27,6 +27,7 @@ CORE = {
     "plphp.report",
     "plphp.runconfig",
     "plphp.stats",
+    "plphp.tables",
     "plphp.validation",
 }
 #: What sits above the backend: shipped models, tasks, and the faces (bench, evaluation, CLI, demo).
