@@ -31,7 +31,15 @@ CORE = {
     "plphp.validation",
 }
 #: What sits above the backend: shipped models, tasks, and the faces (bench, evaluation, CLI, demo).
-ABOVE_BACKEND = ("plphp.models", "plphp.tasks", "plphp.bench", "plphp.evaluation", "plphp.cli", "plphp.demo")
+ABOVE_BACKEND = (
+    "plphp.models",
+    "plphp.tasks",
+    "plphp.bench",
+    "plphp.evaluation",
+    "plphp.catalog",
+    "plphp.cli",
+    "plphp.demo",
+)
 
 
 def _module_name(path: Path) -> str:
