@@ -101,11 +101,17 @@ class FitTable(Table):
 
 
 def _share(ranges: list[Any], wrapable: list[bool], total: int) -> list[int]:
-    """Column widths summing to at most `total`: each column its minimum, then the room left, a
+    """Column widths summing to at most `total`: each column its minimum; then the room left goes to
+    the columns that need the least to be whole (unwrapped), as long as it lasts; what remains, a
     character at a time, to the column that would take the most lines (its natural width over its
-    width), never beyond its natural width."""
+    width)."""
     widths = [r.minimum if wraps else r.maximum for r, wraps in zip(ranges, wrapable)]
     spare = total - sum(widths)
+    for need, index in sorted((r.maximum - w, i) for i, (r, w) in enumerate(zip(ranges, widths)) if w < r.maximum):
+        if need > spare:
+            break
+        widths[index] += need
+        spare -= need
     while spare > 0:
         short = [(r.maximum / w, -i) for i, (r, w) in enumerate(zip(ranges, widths)) if w < r.maximum]
         if not short:

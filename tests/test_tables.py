@@ -117,3 +117,15 @@ def test_the_pruning_report_and_the_bench_table_stay_whole_at_80_columns():
     for header in ("decode ms/step", "tokens/s", "peak decode MiB", "ideal (BW model)", "floor ms/step"):
         assert f"  {header}  " in out, header
     assert "12.3 (11.9–13.1)" in out
+
+
+def test_the_room_left_first_makes_whole_the_columns_that_need_least():
+    from rich.measure import Measurement
+
+    from plphp.tables import _share
+
+    ranges = [Measurement(14, 14), Measurement(7, 13), Measurement(7, 13), Measurement(5, 7)]
+    # 9 to share: the last column needs 2 to be whole, the middle ones 6 each; one of those gets 6.
+    assert _share(ranges, [False, True, True, True], 14 + 7 + 7 + 5 + 9) == [14, 13, 8, 7]
+    assert _share(ranges, [False, True, True, True], 100) == [14, 13, 13, 7]  # never beyond natural width
+    assert _share(ranges, [False, True, True, True], 33) == [14, 7, 7, 5]
