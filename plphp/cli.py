@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from plphp.errors import PlphpError
 from plphp.evaluation.command import eval_command
@@ -22,46 +21,34 @@ app = typer.Typer(
 console = Console()
 
 
-def _describe_field(field: Any) -> tuple[str, str]:
-    """(default, allowed) of a pydantic field, for the tables."""
-    default = "required" if field.is_required() else repr(field.default)
-    bounds = []
-    for item in field.metadata:
-        for attribute, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
-            value = getattr(item, attribute, None)
-            if value is not None:
-                bounds.append(f"{symbol} {value}")
-    annotation = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
-    return default, f"{annotation} {', '.join(bounds)}".strip()
-
-
 @app.command()
-def policies() -> None:
-    """List the registered components and presets with their parameters."""
-    from plphp.registry import KINDS, get_registry
+def policies(
+    name: Annotated[
+        str | None, typer.Argument(help="show only components, presets and architectures whose name contains this")
+    ] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(help="show one section only: collector, allocator, selector, preset or architecture"),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
+) -> None:
+    """List the registered components and presets with their parameters, and the model architectures."""
+    from plphp.catalog import SECTIONS, catalog, is_empty, tables
 
-    registry = get_registry()
-    table = Table(title="components", show_lines=True)
-    for column in ("kind", "name", "what it does", "parameter", "default", "allowed", "meaning"):
-        table.add_column(column)
-    for kind in KINDS:
-        for name, cls in sorted(registry.components(kind).items()):
-            fields = list(cls.Params.model_fields.items()) or [("", None)]
-            for index, (param, field) in enumerate(fields):
-                default, allowed = _describe_field(field) if field is not None else ("", "")
-                head = (kind, name, cls.summary()) if index == 0 else ("", "", "")
-                table.add_row(*head, param, default, allowed, (field.description or "") if field else "")
-    console.print(table)
-    presets = Table(title="presets", show_lines=True)
-    for column in ("preset", "stage", "description", "config"):
-        presets.add_column(column)
-    for name, preset in sorted(registry.presets().items()):
-        description = preset.description + (f" [dim]({preset.reference})[/dim]" if preset.reference else "")
-        config = {k: v for k, v in preset.config.items() if k != "stage"}
-        presets.add_row(name, str(preset.config.get("stage", "decode")), description, json.dumps(config))
-    console.print(presets)
-    adapters = ", ".join(registry.architectures())
-    console.print(f"[bold]model architectures:[/bold] {adapters}")
+    if kind is not None and kind not in SECTIONS:
+        console.print(f"[red]error:[/red] --kind {kind!r}: allowed are {', '.join(SECTIONS)}")
+        raise typer.Exit(2)
+    data = catalog(kind, name)
+    if json_out:
+        typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        for renderable in tables(data):
+            console.print(renderable)
+    if is_empty(data):  # like grep: nothing found is status 1
+        if not json_out:
+            what = " ".join(part for part in (kind and f"of kind {kind}", name and f"matches {name!r}") if part)
+            console.print(f"nothing registered {what}")
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -191,12 +191,12 @@ class PruningReport:
         }
 
     def table(self) -> Any:
-        """A rich `Table`, one row per layer."""
-        from rich.table import Table
+        """A rich `Table`, one row per layer (wrapped in a narrow terminal, a block per layer in a very narrow one)."""
+        from plphp.tables import FitTable
 
-        table = Table(title=f"plphp report: {self.policy}", caption=self._caption())
-        for column in ("layer", "γ (vision attention)", "retention", "kept / vision", "KV bytes before", "after"):
-            table.add_column(column, justify="right")
+        table = FitTable(title=f"plphp report: {self.policy}", caption=self._caption(), name_blocks=True)
+        for column in ("layer", "γ (vision attention)", "retention", "kept / vision", "KV before", "KV after"):
+            table.add_column(column, justify="right", min_width=9 if column.startswith("KV") else None)
         for layer in self.layers:
             gamma = ", ".join(f"{float(g):.3f}" for g in layer.vision_attention)
             rate = ", ".join(f"{float(r):.2f}" for r in layer.retention)

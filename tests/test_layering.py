@@ -27,10 +27,19 @@ CORE = {
     "plphp.report",
     "plphp.runconfig",
     "plphp.stats",
+    "plphp.tables",
     "plphp.validation",
 }
 #: What sits above the backend: shipped models, tasks, and the faces (bench, evaluation, CLI, demo).
-ABOVE_BACKEND = ("plphp.models", "plphp.tasks", "plphp.bench", "plphp.evaluation", "plphp.cli", "plphp.demo")
+ABOVE_BACKEND = (
+    "plphp.models",
+    "plphp.tasks",
+    "plphp.bench",
+    "plphp.evaluation",
+    "plphp.catalog",
+    "plphp.cli",
+    "plphp.demo",
+)
 
 
 def _module_name(path: Path) -> str:

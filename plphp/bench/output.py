@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
+from plphp.tables import FitTable
 
 
 def _spread(summary: dict[str, float] | None, scale: float = 1.0, digits: int = 1) -> str:
@@ -64,10 +64,11 @@ def _cells(row: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def rich_table(rows: list[dict[str, Any]], title: str, caption: str) -> Table:
-    table = Table(title=title, caption=caption)
+def rich_table(rows: list[dict[str, Any]], title: str, caption: str) -> FitTable:
+    """A table that wraps (no cell cut to "…") or, in a narrow terminal, lists each policy's figures."""
+    table = FitTable(title=title, caption=caption)
     for header, _ in COLUMNS:
-        table.add_column(header, justify="left" if header == "policy" else "right")
+        table.add_column(header, justify="left" if header == "policy" else "right", no_wrap=header == "policy")
     for row in rows:
         cells = _cells(row)
         table.add_row(*(cells[key] for _, key in COLUMNS))

@@ -18,9 +18,12 @@ _EXPORTS = {
     "run_eval": "runner",
     "default_policies": "run",
     "evaluate": "run",
-    "plot_summary": "summary",
+    "plot_summary": "plot",
     "summarize": "summary",
     "summary_table": "summary",
+    "bootstrap_ci": "stats",
+    "mcnemar_exact": "stats",
+    "paired_bootstrap_ci": "stats",
 }
 
 __all__ = sorted(_EXPORTS)

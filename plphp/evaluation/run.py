@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from plphp.evaluation.dataset import EvalItem
+from plphp.evaluation.plot import plot_summary
 from plphp.evaluation.runner import RECORDS, EvalSettings, check_settings, run_eval
-from plphp.evaluation.summary import plot_summary, summarize, summary_table
+from plphp.evaluation.stats import LEVEL, RESAMPLES, SEED
+from plphp.evaluation.summary import summarize, summary_table
 from plphp.policy import Policy, load_policy
 from plphp.registry import get_registry
 
@@ -66,6 +68,12 @@ def evaluate(
     info = {**(run_info or {}), "max_new_tokens": settings.max_new_tokens}
     check_settings(out, info)
     if console is not None:
+        done, total = _results_done(out, items, resolved)
+        if done:
+            console.print(
+                f"resuming: {done} of {total} done ({len(resolved)} policies × {len(items)} items, "
+                f"from {out / RECORDS})"
+            )
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         with Progress(
@@ -79,7 +87,13 @@ def evaluate(
         records = run_eval(model, processor, items, resolved, out, settings)
     summary = summarize(records, list(resolved))
     results = {
-        "settings": {**info, "batch_size": settings.batch_size, "recall": settings.recall, "items": len(items)},
+        "settings": {
+            **info,
+            "batch_size": settings.batch_size,
+            "recall": settings.recall,
+            "items": len(items),
+            "bootstrap": {"resamples": RESAMPLES, "level": LEVEL, "seed": SEED, "over": "items"},
+        },
         "policies": summary,
         "describe": {name: policy.describe() for name, policy in resolved.items()},
     }
@@ -100,8 +114,19 @@ def _named(specs: Sequence[Any]) -> dict[str, Any]:
     return named
 
 
-def _finished(out: Path, items: Sequence[EvalItem], policies: Mapping[str, Policy]) -> int:
+def _done(out: Path) -> set[tuple[str, str]]:
     from plphp.evaluation.runner import read_records
 
-    done = {(r["policy"], r["id"]) for r in read_records(out / RECORDS)}
+    return {(r["policy"], r["id"]) for r in read_records(out / RECORDS)}
+
+
+def _finished(out: Path, items: Sequence[EvalItem], policies: Mapping[str, Policy]) -> int:
+    """Items every policy has answered already."""
+    done = _done(out)
     return sum(all((name, item.id) in done for name in policies) for item in items)
+
+
+def _results_done(out: Path, items: Sequence[EvalItem], policies: Mapping[str, Policy]) -> tuple[int, int]:
+    """(policy, item) results already in the folder, and how many the run needs."""
+    done = _done(out)
+    return sum((name, item.id) in done for name in policies for item in items), len(policies) * len(items)

@@ -8,7 +8,7 @@ tail). Measures the vision attention mass `γ_l`. Costs one `window × L` produc
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -23,14 +23,16 @@ class LastTokenAttention(Collector):
     name = "last_token"
 
     class Params(Params):
-        window: int | Literal["question"] = Field(
+        window: Annotated[int, Field(ge=1, le=4096)] | Literal["question"] = Field(
             1, description="observation window: a number of last prompt tokens (1 to 4096), or 'question'"
         )
 
-        @field_validator("window")
+        @field_validator("window", mode="before")
         @classmethod
         def _range(cls, value):
-            if isinstance(value, int) and not 1 <= value <= 4096:
+            # Before the union is tried, so that a number out of range gets this message rather than
+            # one error per member of the union.
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and not 1 <= value <= 4096:
                 raise ValueError(f"window must be between 1 and 4096 tokens or 'question', got {value}")
             return value
 
