@@ -57,6 +57,10 @@ class Collector(Component):
     """Turns one layer's prefill queries and keys into `LayerStats`."""
 
     kind: ClassVar[str] = "collector"
+    #: False when the collector does not measure the vision attention `γ` (it returns NaN, as
+    #: `key_norm` does); a policy pairing it with an allocator that has `needs_vision_attention`
+    #: is refused when it is loaded.
+    measures_vision_attention: ClassVar[bool] = True
 
     @abstractmethod
     def collect(
@@ -82,6 +86,10 @@ class Allocator(Component):
     """Turns the statistics of all layers into a retention rate per layer and sample."""
 
     kind: ClassVar[str] = "allocator"
+    #: True when the allocator reads each layer's vision attention `γ` (`vision_tiers`); a policy
+    #: pairing it with a collector whose `measures_vision_attention` is False is refused when it is
+    #: loaded, instead of allocating from NaN.
+    needs_vision_attention: ClassVar[bool] = False
 
     @abstractmethod
     def allocate(self, stats: Sequence[LayerStats], prompt: PromptInfo) -> torch.Tensor:
