@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from plphp.components import Allocator, Collector, Selector
 from plphp.contract import check_retention
@@ -50,6 +50,12 @@ class PolicyConfig(StrictNumbers):
 
     model_config = ConfigDict(extra="forbid")
 
+    name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=80,
+        description="what reports and figures call the policy; default: the preset, the file's stem, or 'custom'",
+    )
     preset: str | None = Field(None, description="a preset to start from; other keys override it")
     stage: Literal["decode", "prefill"] = Field(
         "decode", description="decode: compress the KV cache after an exact prefill"
@@ -63,6 +69,13 @@ class PolicyConfig(StrictNumbers):
     collector: dict[str, Any] = Field(default_factory=lambda: {"name": "last_token"})
     allocator: dict[str, Any] = Field(default_factory=lambda: {"name": "uniform"})
     selector: dict[str, Any] = Field(default_factory=lambda: {"name": "head_topk"})
+
+    @field_validator("name")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        if value is not None and not value.isprintable():
+            raise ValueError(f"name must be one line of printable text, got {shown(value)}")
+        return value
 
     @model_validator(mode="after")
     def _check_range(self) -> PolicyConfig:
@@ -100,7 +113,8 @@ class Policy:
         rank_by: "own_layer" (each layer ranks tokens by its own statistics) or "layer_before_start"
             (every pruned layer uses the statistics of layer `start_layer - 1`, as FastV does). The
             prefill stage always ranks by the layer before each drop.
-        name: preset name, or "custom".
+        name: what reports, tables and figures call the policy: the config's `name`, else the
+            file's stem for a policy file, else the preset's name, else "custom".
     """
 
     collector: Collector
@@ -287,6 +301,7 @@ def policy_from_config(data: Mapping[str, Any]) -> Policy:
             f"but selector {selector.name!r} chooses per head; use stage 'decode' or a shared selector "
             f"({', '.join(shared) or 'none registered'})"
         )
+    name = config.name or config.preset or "custom"
     return Policy(
         collector=collector,
         allocator=allocator,
@@ -295,8 +310,8 @@ def policy_from_config(data: Mapping[str, Any]) -> Policy:
         start_layer=config.start_layer,
         end_layer=config.end_layer,
         rank_by=config.rank_by,
-        name=config.preset or "custom",
-        config=config.model_dump(),
+        name=name,
+        config={**config.model_dump(), "name": name},
     )
 
 
@@ -321,6 +336,8 @@ def _read_spec(spec: str | os.PathLike) -> Any:
             if isinstance(section, str):
                 return {"preset": section}
             data = section
+        if isinstance(data, Mapping) and "name" not in data:
+            data = {**data, "name": path.stem}
         return data
     presets = get_registry().presets()
     if text in presets or not text.strip():
@@ -343,7 +360,8 @@ def _read_spec(spec: str | os.PathLike) -> Any:
 def load_policy(spec: str | os.PathLike | Mapping[str, Any] | Policy = "plphp", **overrides: Any) -> Policy:
     """Build a policy from a preset name, a YAML/TOML file, or a dict; keyword overrides merge on top.
 
-    A file may hold the policy keys at the top level or under `policy:` (as a run config does).
+    A file may hold the policy keys at the top level or under `policy:` (as a run config does). The
+    policy is named by its `name:` key, else (a file) the file's stem, else its preset, else "custom".
 
     Raises:
         ConfigError: on anything that is not a valid policy, in one line naming the field, the
@@ -355,7 +373,10 @@ def load_policy(spec: str | os.PathLike | Mapping[str, Any] | Policy = "plphp", 
     if isinstance(spec, Policy):
         if not overrides:
             return spec
-        return policy_from_config(merge(spec.config, overrides))
+        base = dict(spec.config)
+        if "preset" in overrides and "name" not in overrides and base.get("name") == base.get("preset"):
+            base.pop("name", None)  # a new preset brings its own name
+        return policy_from_config(merge(base, overrides))
     if isinstance(spec, Mapping):
         data: Any = dict(spec)
     elif isinstance(spec, (str, os.PathLike)):
