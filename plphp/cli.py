@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from plphp.errors import PlphpError
+from plphp.errors import ConfigError, PlphpError
 from plphp.evaluation.command import eval_command
 from plphp.options import ArchOption
 
@@ -67,6 +67,8 @@ def run(
     from plphp.runconfig import load_run_config
 
     try:
+        if json_out is not None and json_out.is_dir():
+            raise ConfigError(f"--json: {str(json_out)!r} is a directory; give a file name such as out.json")
         run_config, _ = load_run_config(config)
         resolved = load_policy(policy if policy is not None else run_config.policy)
         with console.status(f"loading {run_config.model.path}"):

@@ -1,7 +1,8 @@
 """Base classes of the three kinds of policy components.
 
 A component is a small class with a registry `name`, a pydantic `Params` model holding its
-hyper-parameters (validated ranges and cross-field checks) and one method. Components see tensors
+hyper-parameters (validated ranges and cross-field checks; numeric fields take numbers only, see
+`plphp.validation.StrictNumbers`) and one method. Components see tensors
 and a `PromptInfo`, never a model: they run unchanged under any backend and are testable on random
 tensors.
 """
@@ -13,13 +14,17 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
 from plphp.stats import LayerStats, PromptInfo
+from plphp.validation import StrictNumbers, validate
 
 
-class Params(BaseModel):
-    """Hyper-parameters of a component. Unknown keys are rejected, values are validated."""
+class Params(StrictNumbers):
+    """Hyper-parameters of a component. Unknown keys are rejected, values are validated.
+
+    A field that expects a number refuses bools, strings, NaN and infinity (an int is still a float).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -34,7 +39,9 @@ class Component(ABC):
     def __init__(self, params: Params | None = None, **values: Any):
         if params is not None and values:
             raise TypeError("pass either a Params object or keyword values, not both")
-        self.params = params if params is not None else self.Params(**values)
+        self.params = (
+            params if params is not None else validate(self.Params, values, getattr(self, "name", type(self).__name__))
+        )
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump().items())
@@ -50,6 +57,10 @@ class Collector(Component):
     """Turns one layer's prefill queries and keys into `LayerStats`."""
 
     kind: ClassVar[str] = "collector"
+    #: False when the collector does not measure the vision attention `γ` (it returns NaN, as
+    #: `key_norm` does); a policy pairing it with an allocator that has `needs_vision_attention`
+    #: is refused when it is loaded.
+    measures_vision_attention: ClassVar[bool] = True
 
     @abstractmethod
     def collect(
@@ -75,6 +86,10 @@ class Allocator(Component):
     """Turns the statistics of all layers into a retention rate per layer and sample."""
 
     kind: ClassVar[str] = "allocator"
+    #: True when the allocator reads each layer's vision attention `γ` (`vision_tiers`); a policy
+    #: pairing it with a collector whose `measures_vision_attention` is False is refused when it is
+    #: loaded, instead of allocating from NaN.
+    needs_vision_attention: ClassVar[bool] = False
 
     @abstractmethod
     def allocate(self, stats: Sequence[LayerStats], prompt: PromptInfo) -> torch.Tensor:

@@ -22,6 +22,7 @@ from rich.console import Console
 from plphp.backends.inputs import chat_inputs
 from plphp.backends.recall import recall_for
 from plphp.backends.session import apply
+from plphp.errors import ConfigError
 from plphp.models.builtin import GRID, load_builtin_model
 from plphp.policy import load_policy
 from plphp.registry import get_registry
@@ -41,8 +42,16 @@ def run_demo(
     each kind unpruned and pruned, print the report and the attention recall, and write the
     kept-patches PNG (`png=None`: no picture)."""
     resolved = load_policy(policy)
+    _check_png(png)
     with console.status(f"loading the {arch} model"):
         model, processor, described = load_builtin_model(arch)
+    adapter = get_registry().adapter_for(model)
+    if layer is not None and not 0 <= layer < adapter.num_layers:
+        raise ConfigError(
+            f"--layer: {layer} is not a layer of the {arch} model, which has {adapter.num_layers} decoder layers; "
+            f"allowed are 0 to {adapter.num_layers - 1}"
+        )
+    session = apply(model, resolved)  # refuses a layer range this model does not have, before anything runs
     trained = arch == GRID
     tasks = make_tasks(len(KINDS), seed=0, kinds=KINDS, max_images=3)
     images = [task.images() for task in tasks]
@@ -57,7 +66,7 @@ def run_demo(
         plain = model.generate(**inputs, **settings)
         plain_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        with apply(model, resolved) as session:
+        with session:
             pruned = model.generate(**inputs, **settings)
         pruned_seconds = time.perf_counter() - start
     report = session.report
@@ -94,7 +103,6 @@ def run_demo(
         )
     if png is not None and report.layers:
         chosen = layer if layer is not None else _most_pruned_layer(report)
-        adapter = get_registry().adapter_for(model)
         title = (
             f"{resolved.name} on the grid model"
             if trained
@@ -102,6 +110,22 @@ def run_demo(
         )
         path = kept_patches_figure(report, inputs, images, chosen, png, adapter, title=title)
         console.print(f"wrote {path}: the image patches each KV head of layer {chosen} kept, per question and image")
+
+
+def _check_png(png: str | Path | None) -> None:
+    """Refuse a picture path that cannot be written, before the demo runs."""
+    if png is None:
+        return
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    path = Path(png)
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    if path.is_dir():
+        raise ConfigError(f"--png: {str(path)!r} is a directory; give a file name such as plphp-demo.png")
+    if path.suffix.lower().lstrip(".") not in formats:
+        raise ConfigError(
+            f"--png: {str(path)!r} has no picture extension; allowed are {', '.join('.' + f for f in formats)}"
+        )
 
 
 def _recall(model: Any, inputs: Any, report: PruningReport, settings: dict) -> float | None:

@@ -7,22 +7,25 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from plphp.components import Allocator, Collector, Selector
 from plphp.contract import check_retention
 from plphp.errors import ConfigError, UnknownNameError
-from plphp.registry import get_registry
+from plphp.registry import KINDS, get_registry
 from plphp.stats import LayerStats, PromptInfo
-from plphp.validation import validate
+from plphp.validation import StrictNumbers, shown, validate
 
 STAGES = ("decode", "prefill")
+#: Extensions of policy and run config files.
+CONFIG_SUFFIXES = (".yaml", ".yml", ".toml")
 
 
 @dataclass(frozen=True)
@@ -42,11 +45,17 @@ class Preset:
     reference: str = ""
 
 
-class PolicyConfig(BaseModel):
+class PolicyConfig(StrictNumbers):
     """The `policy:` section of a config file."""
 
     model_config = ConfigDict(extra="forbid")
 
+    name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=80,
+        description="what reports and figures call the policy; default: the preset, the file's stem, or 'custom'",
+    )
     preset: str | None = Field(None, description="a preset to start from; other keys override it")
     stage: Literal["decode", "prefill"] = Field(
         "decode", description="decode: compress the KV cache after an exact prefill"
@@ -61,6 +70,13 @@ class PolicyConfig(BaseModel):
     allocator: dict[str, Any] = Field(default_factory=lambda: {"name": "uniform"})
     selector: dict[str, Any] = Field(default_factory=lambda: {"name": "head_topk"})
 
+    @field_validator("name")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        if value is not None and not value.isprintable():
+            raise ValueError(f"name must be one line of printable text, got {shown(value)}")
+        return value
+
     @model_validator(mode="after")
     def _check_range(self) -> PolicyConfig:
         if self.end_layer is not None and self.end_layer <= self.start_layer:
@@ -68,7 +84,9 @@ class PolicyConfig(BaseModel):
         for kind in ("collector", "allocator", "selector"):
             spec = getattr(self, kind)
             if not isinstance(spec.get("name"), str):
-                raise ValueError(f"{kind} needs a 'name' (got {spec.get('name')!r})")
+                raise ValueError(
+                    f"{kind} needs a 'name' (a string naming a registered {kind}), got {shown(spec.get('name'))}"
+                )
         if self.start_layer == 0 and (self.stage == "prefill" or self.rank_by == "layer_before_start"):
             why = "stage 'prefill' ranks" if self.stage == "prefill" else "rank_by 'layer_before_start' ranks"
             raise ValueError(f"start_layer must be at least 1: {why} tokens by the statistics of the layer before")
@@ -95,7 +113,8 @@ class Policy:
         rank_by: "own_layer" (each layer ranks tokens by its own statistics) or "layer_before_start"
             (every pruned layer uses the statistics of layer `start_layer - 1`, as FastV does). The
             prefill stage always ranks by the layer before each drop.
-        name: preset name, or "custom".
+        name: what reports, tables and figures call the policy: the config's `name`, else the
+            file's stem for a policy file, else the preset's name, else "custom".
     """
 
     collector: Collector
@@ -130,36 +149,59 @@ class Policy:
 
 # -- loading ---------------------------------------------------------------------------------
 
+_ALLOWED = ", ".join(CONFIG_SUFFIXES)
+
+
+def _parse_error(exc: Exception) -> str:
+    """Where and what a YAML or TOML parser found wrong, on one line ("line 3, column 7: ...")."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if mark is None or not problem:  # a yaml error with only a context
+        mark, problem, context = context_mark, context, None
+    if mark is not None and problem:
+        where = f"line {mark.line + 1}, column {mark.column + 1}: {' '.join(str(problem).split())}"
+        if context and context_mark is not None:
+            where += (
+                f" ({' '.join(str(context).split())} at line {context_mark.line + 1}, column {context_mark.column + 1})"
+            )
+        return where
+    text = " ".join(str(exc).split())
+    found = re.match(r"(.*) \(at line (\d+), column (\d+)\)$", text)  # tomllib
+    return f"line {found[2]}, column {found[3]}: {found[1]}" if found else text
+
 
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """Read a YAML or TOML file into a dict."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    text = path.read_text()
+    where = f"config file {str(path)!r}"
+    if is_kind(path, "is_dir"):
+        raise ConfigError(f"{where} is a directory; give a {_ALLOWED} file")
+    if not is_kind(path, "is_file"):
+        raise ConfigError(f"{where} does not exist")
     suffix = path.suffix.lower()
+    if suffix not in CONFIG_SUFFIXES:
+        raise ConfigError(f"{where}: unknown extension {suffix!r}; allowed are {_ALLOWED}")
     try:
-        if suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        elif suffix == ".toml":
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where} is not UTF-8 text (byte {exc.start} cannot be decoded)") from None
+    except OSError as exc:
+        raise ConfigError(f"{where} cannot be read: {exc.strerror or exc}") from None
+    try:
+        if suffix == ".toml":
             import tomllib
 
             data = tomllib.loads(text)
         else:
-            raise ConfigError(
-                f"config file {str(path)!r}: unknown extension {suffix!r}; allowed are .yaml, .yml, .toml"
-            )
-    except ConfigError:
-        raise
-    except Exception as exc:  # yaml.YAMLError, tomllib.TOMLDecodeError
-        first = str(exc).strip().splitlines()[0]
-        raise ConfigError(f"config file {str(path)!r} is not valid {suffix[1:].upper()}: {first}") from None
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # yaml.YAMLError, tomllib.TOMLDecodeError, RecursionError
+        raise ConfigError(f"{where} is not valid {suffix[1:].upper()}: {_parse_error(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r}: expected a mapping at the top, got {type(data).__name__}")
+        raise ConfigError(f"{where}: expected a mapping at the top, got {type(data).__name__}")
     return data
 
 
@@ -182,10 +224,18 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
+def _preset_names() -> str:
+    return ", ".join(repr(name) for name in sorted(get_registry().presets()))
+
+
 def _resolve_preset(data: Mapping[str, Any], seen: tuple[str, ...] = ()) -> dict[str, Any]:
     name = data.get("preset")
     if name is None:
         return dict(data)
+    if not isinstance(name, str):
+        raise ConfigError(
+            f"policy.preset: must be a preset name (a string), got {shown(name)}; presets are {_preset_names()}"
+        )
     if name in seen:
         raise ConfigError(f"policy.preset: presets refer to each other in a loop: {' -> '.join((*seen, name))}")
     try:
@@ -195,6 +245,18 @@ def _resolve_preset(data: Mapping[str, Any], seen: tuple[str, ...] = ()) -> dict
     base = _resolve_preset(preset.config, (*seen, name))
     rest = {k: v for k, v in data.items() if k != "preset"}
     return {**merge(base, rest), "preset": name}
+
+
+def _check_component_names(data: Mapping[str, Any]) -> None:
+    """Refuse a component section whose `name` is missing or not a string, naming what is registered."""
+    for kind in KINDS:
+        section = data.get(kind)
+        if isinstance(section, Mapping) and not isinstance(section.get("name"), str):
+            known = ", ".join(repr(n) for n in sorted(get_registry().components(kind)))
+            raise ConfigError(
+                f"policy.{kind}.name: {kind} needs a 'name' (a string), got {shown(section.get('name'))}; "
+                f"registered {kind}s are {known}"
+            )
 
 
 def _build_component(kind: str, spec: Mapping[str, Any]) -> Any:
@@ -208,15 +270,30 @@ def _build_component(kind: str, spec: Mapping[str, Any]) -> Any:
     return cls(params)
 
 
+def _check_vision_attention(collector: Collector, allocator: Allocator) -> None:
+    """An allocator that reads `γ` needs a collector that measures it (`measures_vision_attention`)."""
+    if allocator.needs_vision_attention and not collector.measures_vision_attention:
+        registry = get_registry()
+        measuring = sorted(n for n, c in registry.components("collector").items() if c.measures_vision_attention)
+        blind = sorted(n for n, c in registry.components("allocator").items() if not c.needs_vision_attention)
+        raise ConfigError(
+            f"policy.allocator: {allocator.name!r} allocates by each layer's vision attention γ, but collector "
+            f"{collector.name!r} does not measure it; use a collector that does ({', '.join(measuring) or 'none'}) "
+            f"or an allocator that does not read it ({', '.join(blind) or 'none'})"
+        )
+
+
 def policy_from_config(data: Mapping[str, Any]) -> Policy:
     """Build a `Policy` from a `policy:` mapping (presets resolved, components validated)."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"policy: expected a mapping, got {type(data).__name__}")
     resolved = _resolve_preset(data)
+    _check_component_names(resolved)
     config = validate(PolicyConfig, resolved, "policy")
     collector = _build_component("collector", config.collector)
     allocator = _build_component("allocator", config.allocator)
     selector = _build_component("selector", config.selector)
+    _check_vision_attention(collector, allocator)
     if config.stage == "prefill" and (selector.per_head or selector.head_budgets):
         shared = sorted(n for n, c in get_registry().components("selector").items() if not c.per_head)
         raise ConfigError(
@@ -224,6 +301,7 @@ def policy_from_config(data: Mapping[str, Any]) -> Policy:
             f"but selector {selector.name!r} chooses per head; use stage 'decode' or a shared selector "
             f"({', '.join(shared) or 'none registered'})"
         )
+    name = config.name or config.preset or "custom"
     return Policy(
         collector=collector,
         allocator=allocator,
@@ -232,35 +310,82 @@ def policy_from_config(data: Mapping[str, Any]) -> Policy:
         start_layer=config.start_layer,
         end_layer=config.end_layer,
         rank_by=config.rank_by,
-        name=config.preset or "custom",
-        config=config.model_dump(),
+        name=name,
+        config={**config.model_dump(), "name": name},
     )
+
+
+def is_kind(path: Path, test: str) -> bool:
+    """`path.is_file()` / `path.is_dir()`, False for names the file system refuses (too long, ...)."""
+    try:
+        return getattr(path, test)()
+    except (OSError, ValueError):
+        return False
+
+
+def _read_spec(spec: str | os.PathLike) -> Any:
+    """The policy mapping a preset name or a policy file stands for."""
+    text = os.fspath(spec)
+    if not isinstance(text, str):
+        raise ConfigError(f"policy: expected a preset name or a policy file path as text, got {shown(spec)}")
+    path = Path(text)
+    if text.strip() and path.suffix.lower() in CONFIG_SUFFIXES:
+        data: Any = read_config_file(path)
+        if "policy" in data:  # a run config: its `policy:` section, a mapping or a preset name
+            section = data["policy"]
+            if isinstance(section, str):
+                return {"preset": section}
+            data = section
+        if isinstance(data, Mapping) and "name" not in data:
+            data = {**data, "name": path.stem}
+        return data
+    presets = get_registry().presets()
+    if text in presets or not text.strip():
+        return {"preset": text}
+    if is_kind(path, "is_dir"):
+        raise ConfigError(f"policy: {text!r} is a directory; give a preset name or a policy file ({_ALLOWED})")
+    if is_kind(path, "is_file"):
+        raise ConfigError(
+            f"policy file {text!r}: unknown extension {path.suffix.lower()!r}; allowed are {_ALLOWED} "
+            "(or give a preset name)"
+        )
+    if "/" in text or os.sep in text or re.fullmatch(r"\.[A-Za-z]{1,5}", path.suffix):
+        raise ConfigError(
+            f"policy: {text!r} is neither a registered preset nor an existing file; "
+            f"policy files end in {_ALLOWED}; presets are {_preset_names()}"
+        )
+    raise UnknownNameError("preset", text, presets)
 
 
 def load_policy(spec: str | os.PathLike | Mapping[str, Any] | Policy = "plphp", **overrides: Any) -> Policy:
     """Build a policy from a preset name, a YAML/TOML file, or a dict; keyword overrides merge on top.
 
-    A file may hold the policy keys at the top level or under `policy:` (as a run config does).
+    A file may hold the policy keys at the top level or under `policy:` (as a run config does). The
+    policy is named by its `name:` key, else (a file) the file's stem, else its preset, else "custom".
+
+    Raises:
+        ConfigError: on anything that is not a valid policy, in one line naming the field, the
+            value and what is allowed (`UnknownNameError` for an unknown preset name).
 
     Examples:
         >>> policy = load_policy("plphp", allocator={"retention": 0.3})
     """
     if isinstance(spec, Policy):
-        if overrides:
-            return policy_from_config(merge(spec.config, overrides))
-        return spec
+        if not overrides:
+            return spec
+        base = dict(spec.config)
+        if "preset" in overrides and "name" not in overrides and base.get("name") == base.get("preset"):
+            base.pop("name", None)  # a new preset brings its own name
+        return policy_from_config(merge(base, overrides))
     if isinstance(spec, Mapping):
-        data = dict(spec)
+        data: Any = dict(spec)
+    elif isinstance(spec, (str, os.PathLike)):
+        data = _read_spec(spec)
     else:
-        text = os.fspath(spec)
-        if Path(text).suffix.lower() in (".yaml", ".yml", ".toml"):
-            data = read_config_file(text)
-            if "policy" in data:  # a run config: its `policy:` section, a mapping or a preset name
-                section = data["policy"]
-                data = {"preset": section} if isinstance(section, str) else section
-        else:
-            presets = get_registry().presets()
-            if text not in presets:
-                raise UnknownNameError("preset", text, presets)
-            data = {"preset": text}
+        raise ConfigError(
+            f"policy: expected a preset name, a policy file ({_ALLOWED}), a mapping or a Policy, "
+            f"got {shown(spec)} ({type(spec).__name__})"
+        )
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"policy: expected a mapping, got {type(data).__name__}")
     return policy_from_config(merge(data, overrides))

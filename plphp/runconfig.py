@@ -6,19 +6,19 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from plphp.errors import ConfigError
-from plphp.policy import read_config_file
-from plphp.validation import validate
+from plphp.policy import is_kind, read_config_file
+from plphp.validation import StrictNumbers, validate
 
 
-class _Section(BaseModel):
+class _Section(StrictNumbers):
     model_config = ConfigDict(extra="forbid")
 
 
 class ModelSection(_Section):
-    path: str = Field(description="a Hugging Face hub id or a local directory written by save_pretrained")
+    path: str = Field(min_length=1, description="a Hugging Face hub id or a local directory written by save_pretrained")
     dtype: Literal["float32", "float16", "bfloat16", "auto"] = "float32"
     device: str = Field("auto", description="'auto' (cuda when present, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
@@ -61,11 +61,35 @@ def load_run_config(path: str | os.PathLike) -> tuple[RunConfig, Path]:
     path = Path(path)
     config = validate(RunConfig, read_config_file(path), "")
     base = path.resolve().parent
-    images = []
-    for index, image in enumerate(config.inputs.images):
-        resolved = Path(image) if Path(image).is_absolute() else base / image
-        if not resolved.is_file():
-            raise ConfigError(f"inputs.images.{index}: file {image!r} not found (looked in {str(base)!r})")
-        images.append(str(resolved))
-    config.inputs.images = images
+    config.inputs.images = [_image_file(image, index, base) for index, image in enumerate(config.inputs.images)]
     return config, base
+
+
+def image_problem(path: Path) -> str | None:
+    """Why Pillow cannot read the image file `path`, or None when it can."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except UnidentifiedImageError:
+        return "not an image format Pillow can read"
+    except Exception as exc:  # truncated or corrupt files raise OSError, SyntaxError, ValueError, ...
+        return " ".join(str(exc).split()) or type(exc).__name__
+    return None
+
+
+def _image_file(image: str, index: int, base: Path) -> str:
+    """The resolved path of `inputs.images[index]`, refused unless it is an image file."""
+    field = f"inputs.images.{index}"
+    if not image.strip():
+        raise ConfigError(f"{field}: the path is empty; give an image file, relative to the config file")
+    resolved = Path(image) if Path(image).is_absolute() else base / image
+    if is_kind(resolved, "is_dir"):
+        raise ConfigError(f"{field}: {image!r} is a directory, not an image file (looked in {str(base)!r})")
+    if not is_kind(resolved, "is_file"):
+        raise ConfigError(f"{field}: file {image!r} not found (looked in {str(base)!r})")
+    problem = image_problem(resolved)
+    if problem:
+        raise ConfigError(f"{field}: {image!r} cannot be read as an image: {problem}")
+    return str(resolved)

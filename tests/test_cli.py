@@ -156,3 +156,40 @@ def test_the_data_flow_picture_is_up_to_date():
 
     drawn = runpy.run_path(str(ROOT / "docs" / "img" / "data-flow.py"))["svg"]()
     assert (ROOT / "docs" / "img" / "data-flow.svg").read_text() == drawn
+
+
+def test_run_refuses_unreadable_images_and_missing_model_directories_in_one_line(tmp_path, model_dir):
+    config = _write_config(tmp_path, model_dir)
+    (tmp_path / "second.png").write_text("not a picture")
+    result = plphp_cli("run", "--config", str(config))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "inputs.images.1: 'second.png' cannot be read as an image: not an image format Pillow can read" in (
+        " ".join(result.stdout.split())
+    )
+    config.write_text(config.read_text().replace("[first.png, second.png]", "[first.png, .]"))
+    result = plphp_cli("run", "--config", str(config))
+    assert result.returncode == 2 and "inputs.images.1: '.' is a directory, not an image file" in result.stdout
+    config.write_text(config.read_text().replace("[first.png, .]", "[first.png]").replace(str(model_dir), "/no/model"))
+    result = plphp_cli("run", "--config", str(config))
+    assert result.returncode == 2 and "model.path: directory '/no/model' does not exist" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_run_refuses_a_start_layer_beyond_the_model_and_names_a_policy_file_by_its_stem(tmp_path, model_dir):
+    config = _write_config(tmp_path, model_dir)
+    config.write_text(config.read_text().replace("start_layer: 1", "start_layer: 50"))
+    result = plphp_cli("run", "--config", str(config))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "policy.start_layer: 50 is not a layer of this model, which has" in " ".join(result.stdout.split())
+    (tmp_path / "light.yaml").write_text("preset: plphp\nstart_layer: 1\nallocator: {retention: 0.5}\n")
+    result = plphp_cli("run", "--config", str(config), "--policy", str(tmp_path / "light.yaml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("light:") and "plphp report: light: stage=decode" in result.stdout
+
+
+def test_demo_refuses_a_layer_out_of_range_before_running(tmp_path):
+    result = plphp_cli("demo", "--layer", "99", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    out = " ".join(result.stdout.split())
+    assert "--layer: 99 is not a layer of the grid model, which has" in out and "allowed are 0 to" in out
+    assert "Q1" not in result.stdout and "Traceback" not in result.stdout + result.stderr

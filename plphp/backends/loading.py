@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -10,9 +13,9 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from plphp.backends.inputs import chat_inputs
 from plphp.errors import ConfigError
-from plphp.policy import Policy
+from plphp.policy import Policy, is_kind
 from plphp.report import PruningReport
-from plphp.runconfig import ModelSection, RunConfig
+from plphp.runconfig import ModelSection, RunConfig, image_problem
 
 
 def resolve_device(name: str) -> torch.device:
@@ -28,6 +31,31 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def model_location(path: str) -> str:
+    """`path` as given to `from_pretrained`, refused when it names a local directory that is not there.
+
+    A path that exists, is absolute, starts with `.` or `~`, or has more than one `/` is a local
+    directory; otherwise it must look like a hub id (`name` or `namespace/name`).
+    """
+    expanded = os.path.expanduser(path)
+    where = Path(expanded)
+    if is_kind(where, "is_dir"):
+        return expanded
+    if is_kind(where, "exists"):
+        raise ConfigError(f"model.path: {path!r} is a file; give a directory written by save_pretrained or a hub id")
+    if os.path.isabs(expanded) or path.startswith((".", "~")) or path.count("/") > 1 or "\\" in path:
+        relative = "" if os.path.isabs(expanded) else f" (relative to the working directory {os.getcwd()!r})"
+        raise ConfigError(f"model.path: directory {path!r} does not exist{relative}")
+    if not _HUB_ID.match(path):
+        raise ConfigError(
+            f"model.path: {path!r} is neither an existing directory nor a hub id ('name' or 'namespace/name')"
+        )
+    return path
+
+
 def load_model(section: ModelSection) -> tuple[Any, Any]:
     """Load a model and its processor from a hub id or a local directory.
 
@@ -40,15 +68,25 @@ def load_model(section: ModelSection) -> tuple[Any, Any]:
     """
     device = resolve_device(section.device)
     dtype = section.dtype if section.dtype == "auto" else getattr(torch, section.dtype)
+    path = model_location(section.path)
     try:
-        processor = AutoProcessor.from_pretrained(section.path)
+        processor = AutoProcessor.from_pretrained(path)
         model = AutoModelForImageTextToText.from_pretrained(
-            section.path, dtype=dtype, attn_implementation=section.attn_implementation
+            path, dtype=dtype, attn_implementation=section.attn_implementation
         )
-    except OSError as exc:
-        first = str(exc).strip().splitlines()[0]
+    except (OSError, ValueError, KeyError) as exc:  # missing files, an unknown or broken config
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ConfigError(f"model.path: cannot load {section.path!r}: {first}") from None
     return model.to(device).eval(), processor
+
+
+def _open_image(path: str, index: int) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ... on broken files
+        problem = image_problem(Path(path)) or " ".join(str(exc).split()) or type(exc).__name__
+        raise ConfigError(f"inputs.images.{index}: {path!r} cannot be read as an image: {problem}") from None
 
 
 def generate_with_policy(
@@ -61,7 +99,7 @@ def generate_with_policy(
     """
     from plphp.backends.session import apply
 
-    images = [Image.open(path).convert("RGB") for path in config.inputs.images]
+    images = [_open_image(path, index) for index, path in enumerate(config.inputs.images)]
     inputs = chat_inputs(processor, [(config.inputs.prompt, images)], model.device)
     generation = config.generation
     kwargs = {

@@ -53,6 +53,22 @@ from plphp.stats import PromptInfo
 
 _session_ids = itertools.count()
 
+
+def _check_layer_range(policy: Policy, count: int, prunable: list[bool]) -> None:
+    """Refuse a layer range that prunes nothing on a model of `count` layers (`start_layer` past its depth)."""
+    if policy.start_layer >= count:
+        raise ConfigError(
+            f"policy.start_layer: {policy.start_layer} is not a layer of this model, which has {count} decoder "
+            f"layers; allowed are 0 to {count - 1}"
+        )
+    end = min(policy.end_layer or count, count)
+    if not any(prunable[policy.start_layer : end]):
+        raise ConfigError(
+            f"policy.start_layer: layers {policy.start_layer} to {end - 1} of this model all use sliding-window "
+            "attention, so nothing would be pruned; start earlier or use another model"
+        )
+
+
 Materialize = Literal["prune", "mask"]
 
 
@@ -98,6 +114,7 @@ class Session:
         self._prefill: PrefillState | None = None
         self._cache: Cache | None = None
         self._prunable = adapter.prunable_layers()
+        _check_layer_range(policy, adapter.num_layers, self._prunable)
         self._decode_stage = DecodeStage(policy, self._prunable, materialize, record_scores)
         self._prefill_stage = (
             PrefillStage(policy, adapter, materialize, record_scores) if policy.stage == "prefill" else None

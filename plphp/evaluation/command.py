@@ -54,6 +54,9 @@ def eval_command(
     from plphp.policy import load_policy
 
     try:
+        _check_device_and_dtype(
+            model or arch, device, dtype
+        )  # also with a built-in model: no option is ignored unchecked
         if dataset is not None:
             items = load_jsonl(dataset)
             dataset_name = str(dataset.resolve())
@@ -84,6 +87,14 @@ def eval_command(
     except ValueError as exc:  # bad task kinds and the like
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+
+
+def _check_device_and_dtype(path: str, device: str, dtype: str) -> None:
+    from plphp.backends.loading import resolve_device
+    from plphp.runconfig import ModelSection
+    from plphp.validation import validate
+
+    resolve_device(validate(ModelSection, {"path": path, "device": device, "dtype": dtype}, "model").device)
 
 
 def _load(path: str | None, arch: str, device: str, dtype: str):

@@ -22,6 +22,9 @@ from typing import Any
 from PIL import Image
 
 from plphp.errors import PlphpError
+from plphp.policy import is_kind
+from plphp.runconfig import image_problem
+from plphp.validation import shown
 
 IMAGE_MARKER = "<image>"
 
@@ -103,16 +106,22 @@ def load_jsonl(path: str | os.PathLike) -> list[EvalItem]:
 
     Raises:
         DatasetError: naming the line of the first bad row (bad JSON, no question, no answer,
-            images not a list of paths, a missing image file, `<image>` markers not matching the
-            number of images, a repeated id).
+            images not a list of paths, a missing or unreadable image file, `<image>` markers not
+            matching the number of images, an id or kind of the wrong type, a repeated id).
     """
     path = Path(path)
+    if path.is_dir():
+        raise DatasetError(f"dataset: {str(path)!r} is a directory; give a .jsonl file")
     if not path.is_file():
         raise DatasetError(f"dataset: file {str(path)!r} not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"dataset: {path.name} is not UTF-8 text (byte {exc.start} cannot be decoded)") from None
     base = path.resolve().parent
     items: list[EvalItem] = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path.name} line {number}"
@@ -122,8 +131,13 @@ def load_jsonl(path: str | os.PathLike) -> list[EvalItem]:
             raise DatasetError(f"{where}: not valid JSON ({exc.msg})") from None
         if not isinstance(row, dict):
             raise DatasetError(f"{where}: expected a JSON object with images, question and answer")
-        item_id = str(row.get("id", f"line-{number}"))
+        raw_id = row.get("id", f"line-{number}")
+        if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool):
+            raise DatasetError(f"{where}: id must be a string or an integer, got {shown(raw_id)}")
+        item_id = str(raw_id)
         where_id = f"{where} (id {item_id!r})"
+        if not isinstance(row.get("kind", ""), str):
+            raise DatasetError(f"{where_id}: kind must be a string, got {shown(row['kind'])}")
         question, answer, images = row.get("question"), row.get("answer"), row.get("images", [])
         if not isinstance(question, str) or not question.replace(IMAGE_MARKER, "").strip():
             raise DatasetError(f"{where_id}: no question (a non-empty string is required)")
@@ -134,8 +148,15 @@ def load_jsonl(path: str | os.PathLike) -> list[EvalItem]:
         files = []
         for image in images:
             resolved = Path(image) if Path(image).is_absolute() else base / image
-            if not resolved.is_file():
+            if not image.strip():
+                raise DatasetError(f"{where_id}: an image path is empty; images must be a list of file paths")
+            if is_kind(resolved, "is_dir"):
+                raise DatasetError(f"{where_id}: image {image!r} is a directory, not a file (looked in {str(base)!r})")
+            if not is_kind(resolved, "is_file"):
                 raise DatasetError(f"{where_id}: image file {image!r} not found (looked in {str(base)!r})")
+            problem = image_problem(resolved)
+            if problem:
+                raise DatasetError(f"{where_id}: image file {image!r} cannot be read as an image: {problem}")
             files.append(resolved)
         markers = question.count(IMAGE_MARKER)
         if markers and markers != len(images):
@@ -151,7 +172,7 @@ def load_jsonl(path: str | os.PathLike) -> list[EvalItem]:
                 id=item_id,
                 question=question,
                 answer=answer,
-                kind=str(row.get("kind", "")),
+                kind=row.get("kind", ""),
                 where=where,
                 load_images=_open_images(files),
                 num_images=len(files),

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from plphp.errors import PlphpError
 from plphp.evaluation.dataset import EvalItem
 from plphp.evaluation.plot import plot_summary
 from plphp.evaluation.runner import RECORDS, EvalSettings, check_settings, run_eval
@@ -106,12 +107,21 @@ def evaluate(
 
 
 def _named(specs: Sequence[Any]) -> dict[str, Any]:
-    """Name each policy spec: a preset by its name, a policy file by its stem (its path if two clash)."""
-    labels = [Path(spec).stem if str(spec).endswith((".yaml", ".yml", ".toml")) else str(spec) for spec in specs]
+    """Name each policy spec: a preset by its name, a policy file by its `name:` or stem (its path if two clash)."""
+    labels = [_label(spec) for spec in specs]
     named = {}
     for label, spec in zip(labels, specs):
         named[label if labels.count(label) == 1 else str(spec)] = spec
     return named
+
+
+def _label(spec: Any) -> str:
+    if not str(spec).endswith((".yaml", ".yml", ".toml")):
+        return str(spec)
+    try:
+        return load_policy(spec).name
+    except PlphpError:  # reported, with its reason, when the policy is loaded to run
+        return Path(spec).stem
 
 
 def _done(out: Path) -> set[tuple[str, str]]:

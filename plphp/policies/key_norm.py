@@ -3,7 +3,8 @@ Cache Compression", arXiv 2406.11430).
 
 Keys with a small L2 norm draw high attention, so a key's score is minus its norm, per KV head. It
 needs no queries and no softmax, the cheapest collector; it does not measure the vision attention
-`γ` (reported as NaN), so pair it with an allocator that does not read it (uniform, pyramid).
+`γ` (reported as NaN, and declared by `measures_vision_attention = False`), so it pairs with an
+allocator that does not read it (uniform, pyramid); one that does (`vision_tiers`) is refused.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ class KeyNorm(Collector):
     """Minus the L2 norm of each key, per KV head (no queries needed)."""
 
     name = "key_norm"
+    measures_vision_attention = False
 
     class Params(Params):
         pass

@@ -2,6 +2,8 @@
 
 A layer whose vision attention `γ_l` reaches `alpha` is vision-attentive and keeps `r + Δr` of its
 vision tokens; one below `beta` is vision-indifferent and keeps `r − Δr`; the rest keep `r`.
+It reads `γ`, so it declares `needs_vision_attention = True`: a collector that does not measure
+it (`key_norm`) is refused when the policy is loaded.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ class VisionTiers(Allocator):
     """Three retention tiers chosen by each layer's vision attention γ (per sample)."""
 
     name = "vision_tiers"
+    needs_vision_attention = True
 
     class Params(Params):
         alpha: float = Field(0.3, ge=0.0, le=1.0, description="γ at or above: vision-attentive layer")

@@ -178,8 +178,8 @@ def test_bad_rows_are_named(tmp_path, row, message):
 def test_an_unreadable_image_stops_the_run_naming_the_row_and_keeps_finished_batches(model_and_processor, tmp_path):
     path = _write_dataset(tmp_path, GOOD_ROWS)
     good = (tmp_path / "pics" / "2-1.png").read_bytes()
+    items = load_jsonl(path)  # an image unreadable when the rows are read is refused then (tests/test_error_paths.py)
     (tmp_path / "pics" / "2-1.png").write_bytes(b"not a png")
-    items = load_jsonl(path)
     settings = EvalSettings(batch_size=2, max_new_tokens=6)
     with pytest.raises(DatasetError, match="data.jsonl line 3 \\(id 'c'\\): cannot read an image"):
         _evaluate(model_and_processor, items, tmp_path / "out", policies=["full", "plphp"], settings=settings)
