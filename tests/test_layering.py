@@ -38,6 +38,8 @@ ABOVE_BACKEND = (
     "plphp.evaluation",
     "plphp.catalog",
     "plphp.cli",
+    "plphp.options",
+    "plphp.testing",
     "plphp.demo",
 )
 
