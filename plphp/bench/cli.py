@@ -148,6 +148,15 @@ def bench(
     sequences: Annotated[str, typer.Option(help="with --predict-gbps: concurrent sequences, e.g. 1,8,32")] = "1,8,32",
     kept: Annotated[float, typer.Option(help="with --predict-gbps: share of the KV bytes pruning keeps")] = 0.5,
     list_shapes: Annotated[bool, typer.Option(help="list the named shapes and exit")] = False,
+    memory_budget: Annotated[
+        str | None,
+        typer.Option(
+            help="e.g. 8GiB: per variant, the largest batch whose decode peak fits (peak RSS on CPU, "
+            "max_memory_allocated on CUDA), then its tokens/s there; --batch is ignored"
+        ),
+    ] = None,
+    probe_tokens: Annotated[int, typer.Option(help="with --memory-budget: decode steps of each sizing probe")] = 4,
+    max_batch: Annotated[int, typer.Option(help="with --memory-budget: the largest batch tried")] = 4096,
 ) -> None:
     """Decode speed, KV bytes, peak memory and prefill cost of policies, interleaved, with a bandwidth model."""
     try:
@@ -234,8 +243,22 @@ def _bench(**options: Any) -> None:
             variants.append(Variant(f"{parsed.field}={value:g}", policy, retention))
 
     started = time.time()
+    budget = None
+    if o["memory_budget"] is not None:
+        from plphp.bench.budget import parse_size
+
+        budget = parse_size(o["memory_budget"])
+        if o["probe_tokens"] < 1:
+            raise ConfigError(f"--probe-tokens: {o['probe_tokens']} must be >= 1")
+        if o["max_batch"] < 1:
+            raise ConfigError(f"--max-batch: {o['max_batch']} must be >= 1")
     with console.status(f"building / loading {o['model']}"):
         model, shape, how = _load(o["model"], o["dtype"], str(device), o["layers"])
+    if budget is not None:
+        from plphp.bench.budget import budget_command
+
+        budget_command(console, o, model, shape, how, variants, workload, budget, "plphp bench " + " ".join(_argv()))
+        return
     weight_bytes = decode_weight_bytes(model)
     with console.status("measuring memory bandwidth"):
         bandwidth = measure_bandwidth(device, megabytes=o["bandwidth_mb"])
