@@ -1,4 +1,4 @@
-"""The `plphp` command line: `policies`, `run`, `eval`, `demo`, `bench`."""
+"""The `plphp` command line: `policies`, `run`, `eval`, `demo`, `inspect`, `bench`."""
 
 from __future__ import annotations
 
@@ -114,6 +114,15 @@ def demo(
     except PlphpError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+
+
+def _register_inspect() -> None:
+    from plphp.inspect.command import inspect_command
+
+    app.command(name="inspect")(inspect_command)
+
+
+_register_inspect()
 
 
 def _register_bench() -> None:

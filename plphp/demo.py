@@ -6,12 +6,12 @@ project on these tasks and shipped with it, so its answers can be checked agains
 answers mean nothing but whose caches and layouts are those of the real models. The demo shows
 questions from `plphp.tasks` (one of each kind) answered with and without pruning in one batch, the
 per-layer report, the attention recall of the kept entries, and a PNG of which image patches each
-KV head of one layer kept.
+KV head of one layer kept
+(`plphp.inspect.patches`, the picture `plphp inspect` draws too).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from plphp.backends.inputs import chat_inputs
 from plphp.backends.recall import recall_for
 from plphp.backends.session import apply
 from plphp.errors import ConfigError
+from plphp.inspect.patches import kept_patches_figure
 from plphp.models.builtin import GRID, load_builtin_model
 from plphp.policy import load_policy
 from plphp.registry import get_registry
@@ -138,82 +139,3 @@ def _recall(model: Any, inputs: Any, report: PruningReport, settings: dict) -> f
 def _most_pruned_layer(report: PruningReport) -> int:
     pruned = [layer for layer in report.layers if layer.pruned] or report.layers
     return min(pruned, key=lambda layer: (float(layer.retention.mean()), layer.layer_idx)).layer_idx
-
-
-def _token_grid(count: int, grid_thw: torch.Tensor | None, merge: int) -> tuple[int, int]:
-    """(rows, cols) of an image's vision tokens: Qwen-style `grid_thw` merged patches when they
-    match, else a square, else a strip (any-resolution layouts with separator tokens)."""
-    if grid_thw is not None:
-        _, height, width = (int(v) for v in grid_thw)
-        if (height // merge) * (width // merge) == count:
-            return height // merge, width // merge
-    side = math.isqrt(count)
-    return (side, side) if side * side == count else (1, count)
-
-
-def kept_patches_figure(
-    report: PruningReport,
-    inputs: Any,
-    images: list[list[Any]],
-    layer: int,
-    path: str | Path,
-    adapter: Any,
-    title: str = "",
-) -> Path:
-    """Write a PNG of one layer's keep-sets: one row per KV head, one column per image of the batch;
-    dropped patches are dimmed.
-
-    Args:
-        report: the pruned run's report.
-        inputs: the processor's batch (input ids, and `image_grid_thw` for Qwen-style models).
-        images: the pictures of each sample, in batch order.
-        layer: the decoder layer to show.
-        path: where to write.
-        adapter: the model's adapter (vision positions and images).
-        title: first line of the figure's title (default: the policy's description).
-
-    Vision tokens are laid on the picture as a grid: Qwen-style merged patches (`image_grid_thw`),
-    else a square grid; images whose tokens form no grid (any-resolution tiles with separators)
-    are drawn as a strip of tokens.
-    """
-    # A Figure of its own (no pyplot): the process-wide plotting backend is left alone.
-    import numpy as np
-    from matplotlib.figure import Figure
-
-    layer_report = report.layers[layer]
-    vision_mask = adapter.vision_mask(inputs["input_ids"]) & inputs["attention_mask"].bool()
-    segments = adapter.segment_ids(inputs["input_ids"], vision_mask)
-    heads = layer_report.kept.shape[1]
-    grid_thw = inputs.get("image_grid_thw")
-    merge = getattr(getattr(adapter.config, "vision_config", None), "spatial_merge_size", 1) or 1
-    columns = [(sample, index, image) for sample, pictures in enumerate(images) for index, image in enumerate(pictures)]
-    fig = Figure(figsize=(2.2 * max(len(columns), 2), 2.3 * heads))
-    axes = fig.subplots(heads, len(columns), squeeze=False)
-    for column, (sample, index, image) in enumerate(columns):
-        image_positions = (segments[sample] == index).nonzero().flatten().tolist()
-        count = len(image_positions)
-        rows, cols = _token_grid(count, None if grid_thw is None else grid_thw[column], merge)
-        picture = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-        for head in range(heads):
-            if layer_report.kept_positions is None:
-                kept = set(image_positions)
-            else:
-                kept = {int(p) for p in layer_report.kept_positions[sample, head] if p >= 0}
-            keep = np.array([p in kept for p in image_positions[: rows * cols]], dtype=np.float32).reshape(rows, cols)
-            axis = axes[head, column]
-            if rows > 1:
-                block = (math.ceil(picture.shape[0] / rows), math.ceil(picture.shape[1] / cols))
-                scale = np.kron(keep, np.ones(block))[: picture.shape[0], : picture.shape[1], None]
-                axis.imshow(picture * (0.2 + 0.8 * scale))
-            else:
-                axis.imshow(keep, cmap="Greens", vmin=0, vmax=1, aspect="auto")
-            axis.set_title(f"Q{sample + 1} image {index + 1}, head {head}: {int(keep.sum())}/{rows * cols}", fontsize=7)
-            axis.set_xticks([])
-            axis.set_yticks([])
-    heading = title or report.policy
-    fig.suptitle(f"{heading}\nlayer {layer}: vision tokens kept per KV head (dropped patches dimmed)", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path

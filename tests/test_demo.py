@@ -8,7 +8,7 @@ import io
 import pytest
 from rich.console import Console
 
-from plphp.demo import _token_grid, run_demo
+from plphp.demo import run_demo
 from plphp.errors import ConfigError
 
 
@@ -36,9 +36,9 @@ def test_demo_runs_and_writes_the_picture(tmp_path, arch):
     assert (tmp_path / "kept.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_token_grid_layouts():
-    import torch
+def test_the_demo_draws_the_picture_of_plphp_inspect():
+    """One picture function for both commands (its geometry is tested in tests/inspect)."""
+    import plphp.demo
+    import plphp.inspect.patches
 
-    assert _token_grid(36, torch.tensor([1, 12, 12]), 2) == (6, 6)
-    assert _token_grid(36, None, 1) == (6, 6)
-    assert _token_grid(17, None, 1) == (1, 17)
+    assert plphp.demo.kept_patches_figure is plphp.inspect.patches.kept_patches_figure

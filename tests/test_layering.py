@@ -41,6 +41,7 @@ ABOVE_BACKEND = (
     "plphp.options",
     "plphp.testing",
     "plphp.demo",
+    "plphp.inspect",
 )
 
 

@@ -7,10 +7,12 @@ Adapters are plugins: this module registers the built-in ones through the `plphp
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 
+from plphp.backends.layout import TokenLayout, anyres_layout, unpadded_grid
 from plphp.backends.prefill import gather_slots
 from plphp.hookspecs import hookimpl
 
@@ -126,6 +128,44 @@ class ModelAdapter:
         """Vision tokens per image when the architecture fixes it, else None."""
         return None
 
+    # -- where vision tokens lie on the picture ---------------------------------------------------
+    def image_layout(self, inputs: Mapping[str, Any], image: int, num_tokens: int) -> TokenLayout:
+        """The patch each vision token of one image stands for (`plphp.backends.layout`).
+
+        Args:
+            inputs: the processor's batch (`image_sizes`, `image_grid_thw`, ... where the model has them).
+            image: the image's index over the whole batch (images of sample 0 first, in prompt order).
+            num_tokens: the vision tokens the prompt holds for it (a layout that disagrees is not used).
+
+        Returns:
+            The layout; the base class, knowing no geometry, returns a strip (`TokenLayout.strip`).
+        """
+        return TokenLayout.strip(num_tokens)
+
+    def image_layouts(self, inputs: Mapping[str, Any]) -> list[list[tuple[list[int], TokenLayout]]]:
+        """Per sample, per image: its vision positions in the prompt and its `TokenLayout` (a strip
+        wherever `image_layout` fails or disagrees with the prompt's token count)."""
+        input_ids = inputs["input_ids"]
+        vision = self.vision_mask(input_ids)
+        if inputs.get("attention_mask") is not None:
+            vision = vision & inputs["attention_mask"].bool()
+        segments = self.segment_ids(input_ids, vision)
+        out, image = [], 0
+        for row in segments:
+            sample = []
+            for index in range(int(row.max()) + 1 if row.numel() else 0):
+                positions = (row == index).nonzero().flatten().tolist()
+                try:
+                    layout = self.image_layout(inputs, image, len(positions))
+                except (KeyError, IndexError, TypeError, ValueError, ZeroDivisionError):
+                    layout = TokenLayout.strip(len(positions))
+                if layout.num_tokens != len(positions):
+                    layout = TokenLayout.strip(len(positions))
+                sample.append((positions, layout))
+                image += 1
+            out.append(sample)
+        return out
+
 
 class LlavaAdapter(ModelAdapter):
     """LLaVA-1.5 style: a fixed number of tokens per image (so adjacent images are told apart)."""
@@ -146,6 +186,18 @@ class LlavaAdapter(ModelAdapter):
             count -= 1
         return count
 
+    def image_layout(self, inputs: Mapping[str, Any], image: int, num_tokens: int) -> TokenLayout:
+        """A square of patches over the picture as the processor crops it; a CLIP tower's CLS token
+        (kept under `full`) is no patch, and SigLIP under `default` loses its first patch."""
+        vision = self.config.vision_config
+        side = vision.image_size // vision.patch_size
+        clip = vision.model_type == "clip_vision_model"
+        default = getattr(self.config, "vision_feature_select_strategy", "default") == "default"
+        layout = TokenLayout.grid(side, side, skip_first=default and not clip)
+        if clip and not default:  # the CLS token comes first
+            layout = TokenLayout(layout.tiles, (None, *layout.cells))
+        return layout if layout.num_tokens == num_tokens else TokenLayout.strip(num_tokens)
+
 
 class LlavaNextAdapter(ModelAdapter):
     """LLaVA-NeXT and LLaVA-OneVision: any-resolution tiles, so tokens per image vary."""
@@ -158,6 +210,29 @@ class LlavaNextAdapter(ModelAdapter):
         "LlavaOnevisionModel",
     )
 
+    def image_layout(self, inputs: Mapping[str, Any], image: int, num_tokens: int) -> TokenLayout:
+        """The base image's square, then the any-resolution tiles' unpadded grid with a newline token
+        after each row (`plphp.backends.layout.anyres_layout`), as the model's `pack_image_features`
+        lays them out. OneVision tiles only an image that is alone in its sample (`batch_num_images`)
+        and downscales a grid beyond `anyres_max_N`."""
+        from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape
+
+        vision = self.config.vision_config
+        side = vision.image_size // vision.patch_size
+        size = [int(v) for v in inputs["image_sizes"][image]]
+        aspect = getattr(self.config, "vision_aspect_ratio", None)  # OneVision only
+        tiled = True
+        counts = inputs.get("batch_num_images")
+        if aspect is not None and counts is not None:
+            per_image = [int(n) for n in counts for _ in range(int(n))]
+            tiled = per_image[image] == 1
+        if not tiled:
+            return anyres_layout(side, None, None)
+        down, across = get_anyres_image_grid_shape(size, self.config.image_grid_pinpoints, vision.image_size)
+        max_tiles = int(aspect.removeprefix("anyres_max_")) if aspect and aspect.startswith("anyres_max_") else None
+        rows, cols = unpadded_grid(size, (down * side, across * side), max_tiles, side)
+        return anyres_layout(side, (down, across), (rows, cols))
+
 
 class Qwen2VLAdapter(ModelAdapter):
     """Qwen2-VL and Qwen2.5-VL: images framed by vision start / end tokens, M-RoPE positions."""
@@ -169,6 +244,18 @@ class Qwen2VLAdapter(ModelAdapter):
         "Qwen2_5_VLForConditionalGeneration",
         "Qwen2_5_VLModel",
     )
+
+    def image_layout(self, inputs: Mapping[str, Any], image: int, num_tokens: int) -> TokenLayout:
+        """Merged patches in raster order: `image_grid_thw` gives the patches (t, h, w) and each token
+        merges `spatial_merge_size²` of them, so an image is an `h/m × w/m` grid over the resized picture.
+        A prompt with videos (whose tokens interleave with the images') falls back to a strip."""
+        if inputs.get("video_grid_thw") is not None or inputs.get("image_grid_thw") is None:
+            return TokenLayout.strip(num_tokens)
+        merge = int(getattr(self.config.vision_config, "spatial_merge_size", 1) or 1)
+        frames, height, width = (int(v) for v in inputs["image_grid_thw"][image])
+        if frames != 1:
+            return TokenLayout.strip(num_tokens)
+        return TokenLayout.grid(height // merge, width // merge)
 
 
 BUILTIN_ADAPTERS = [LlavaAdapter, LlavaNextAdapter, Qwen2VLAdapter]
