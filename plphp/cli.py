@@ -1,4 +1,4 @@
-"""The `plphp` command line: `policies`, `run`, `eval`, `demo`, `bench`."""
+"""The `plphp` command line: `policies`, `run`, `eval`, `demo`, `bench`, `calibrate`."""
 
 from __future__ import annotations
 
@@ -123,6 +123,15 @@ def _register_bench() -> None:
 
 
 _register_bench()
+
+
+def _register_calibrate() -> None:
+    from plphp.calibrate.command import calibrate_command
+
+    app.command(name="calibrate")(calibrate_command)
+
+
+_register_calibrate()
 
 
 @app.callback()
