@@ -193,15 +193,11 @@ def unreachable_message(
 ) -> str:
     layers = len(measured.pruned)
     unpruned = layers - sum(measured.pruned)
-    why = (
-        f"{unpruned} of the model's {layers} layers are unpruned (start_layer {base.start_layer}"
-        + (f", end_layer {base.end_layer}" if base.end_layer is not None else "")
-        + ") and keep every vision token"
-    )
+    why = f"{unpruned} of {layers} layers unpruned (start_layer {base.start_layer}"
+    why += f", end_layer {base.end_layer})" if base.end_layer is not None else ")"
     if candidate.rule == "fixed":
-        why += f"; with --delta-rule fixed, Δr = {candidate.delta:g} keeps r within [{candidate.delta:g}, "
-        why += f"{1 - candidate.delta:g}] (--delta-rule proportional reaches further)"
+        why += f"; fixed Δr {candidate.delta:g} keeps r in [{candidate.delta:g}, {1 - candidate.delta:g}]"
     return (
-        f"target retention {target:.1%} (removed {1 - target:.1%}) is out of reach: on these items the policy keeps "
-        f"between {low:.1%} and {high:.1%} of the vision KV (removes between {1 - high:.1%} and {1 - low:.1%}): {why}"
+        f"target out of reach: removing {1 - target:.1%} (keeping {target:.1%}); on these items the policy "
+        f"removes between {1 - high:.1%} and {1 - low:.1%} of the vision KV ({why})"
     )
