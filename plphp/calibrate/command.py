@@ -22,7 +22,7 @@ vision_kept_fraction, every layer counted, unpruned ones too) is nearest the tar
 base's Δr / r (--delta-rule proportional) or its Δr (fixed). --maximize recall searches the
 observation window (1, question, 4, 16), Δr / r (0, 1/3, 2/3) and three quantile pairs, r
 re-solved for each, for the highest attention recall (no labels needed). Writes OUT (the policy),
-OUT-base.yaml (the base policy re-solved to the same budget) and OUT.json (the report).
+STEM-base.yaml beside it (the base policy re-solved to the same budget) and STEM.json (the report).
 """
 
 

@@ -174,7 +174,7 @@ def tables(calibration: Calibration) -> list[Any]:
     out = [fitted, _rules_text(rule_text), layers]
     if calibration.settings["maximize"] == "recall":
         ranked = sorted(data["candidates"], key=lambda c: -(c["recall"] or 0.0))
-        search = FitTable(title=f"search: the best of {len(ranked)} candidates (r re-solved for each)")
+        search = FitTable(title=f"search: the best of {len(ranked) - 1} candidates and the base (r re-solved for each)")
         for column in ("candidate", "α", "β", "r", "Δr", "removed", "recall"):
             search.add_column(column, justify="left" if column == "candidate" else "right")
         for c in ranked[:8]:
