@@ -1,4 +1,4 @@
-"""The `plphp` command line: `policies`, `run`, `eval`, `demo`, `inspect`, `bench`."""
+"""The `plphp` command line: `policies`, `run`, `eval`, `demo`, `inspect`, `calibrate`, `bench`."""
 
 from __future__ import annotations
 
@@ -132,6 +132,15 @@ def _register_bench() -> None:
 
 
 _register_bench()
+
+
+def _register_calibrate() -> None:
+    from plphp.calibrate.command import calibrate_command
+
+    app.command(name="calibrate")(calibrate_command)
+
+
+_register_calibrate()
 
 
 @app.callback()

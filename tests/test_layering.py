@@ -36,6 +36,7 @@ ABOVE_BACKEND = (
     "plphp.tasks",
     "plphp.bench",
     "plphp.evaluation",
+    "plphp.calibrate",
     "plphp.catalog",
     "plphp.cli",
     "plphp.options",
