@@ -1,7 +1,8 @@
-"""Command-line options that several plphp commands share (`plphp demo`, `plphp eval`)."""
+"""Command-line options that several plphp commands share (`demo`, `eval`, `inspect`, `calibrate`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,3 +16,27 @@ ArchOption = Annotated[
         "(llava, qwen2_vl, ...: an unknown name lists them all)"
     ),
 ]
+
+#: `--model`: a hub id or a local directory; without it, `--arch` picks a built-in model.
+ModelOption = Annotated[
+    str | None, typer.Option(help="hub id or local directory written by save_pretrained; default: --arch")
+]
+
+#: `--dataset`: a JSONL dataset (`plphp.evaluation.dataset.load_jsonl`); without it, the built-in tasks.
+DatasetOption = Annotated[
+    Path | None,
+    typer.Option(help="JSONL of {images, question, answer}, images relative to it; default: built-in tasks"),
+]
+
+#: `--seed`: the seed of the built-in tasks.
+SeedOption = Annotated[int, typer.Option(min=0, help="built-in tasks: seed")]
+
+#: `--task`: which kinds of built-in task (repeatable).
+TaskOption = Annotated[
+    list[str] | None,
+    typer.Option("--task", help="built-in tasks: kind, repeatable (locate, identify, count, list_row, compare)"),
+]
+
+#: `--device` and `--dtype` of a loaded model.
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")]
+DtypeOption = Annotated[str, typer.Option(help="float32, float16, bfloat16, auto")]

@@ -21,6 +21,7 @@ CORE = {
     "plphp.contract",
     "plphp.errors",
     "plphp.hookspecs",
+    "plphp.lazy",
     "plphp.ops",
     "plphp.policy",
     "plphp.registry",

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from plphp.errors import PlphpError
-from plphp.options import ArchOption
+from plphp.options import ArchOption, DatasetOption, DeviceOption, DtypeOption, ModelOption, SeedOption, TaskOption
 
 console = Console()
 
@@ -27,21 +27,12 @@ STEM-base.yaml beside it (the base policy re-solved to the same budget) and STEM
 
 
 def calibrate_command(
-    model: Annotated[
-        str | None,
-        typer.Option(help="hub id or local directory written by save_pretrained; default: --arch"),
-    ] = None,
+    model: ModelOption = None,
     arch: ArchOption = "grid",
-    dataset: Annotated[
-        Path | None,
-        typer.Option(help="JSONL of {images, question, answer}, images relative to it; default: built-in tasks"),
-    ] = None,
+    dataset: DatasetOption = None,
     num_items: Annotated[int, typer.Option(min=1, help="built-in tasks: how many")] = 32,
-    seed: Annotated[int, typer.Option(min=0, help="built-in tasks: seed")] = 0,
-    task: Annotated[
-        list[str] | None,
-        typer.Option("--task", help="built-in tasks: kind, repeatable (locate, identify, count, list_row, compare)"),
-    ] = None,
+    seed: SeedOption = 0,
+    task: TaskOption = None,
     policy: Annotated[str, typer.Option("--policy", "-p", help="base policy (preset or file) using vision_tiers")] = (
         "plphp"
     ),
@@ -69,8 +60,8 @@ def calibrate_command(
     batch_size: Annotated[int, typer.Option(min=1)] = 4,
     recall_tokens: Annotated[int, typer.Option(min=2, help="decoding steps of the unpruned recall pass")] = 8,
     recall: Annotated[bool, typer.Option(help="measure attention recall (always on with --maximize recall)")] = True,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")] = "auto",
-    dtype: Annotated[str, typer.Option(help="float32, float16, bfloat16, auto")] = "float32",
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "float32",
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -123,10 +114,7 @@ def calibrate_command(
         result.settings["model"] = model_name
         result.settings["dataset"] = str(dataset.resolve()) if dataset else f"built-in tasks (seed {seed})"
         paths = write_calibration(result, out)
-    except PlphpError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    except ValueError as exc:  # bad task kinds and the like
+    except (PlphpError, ValueError) as exc:  # ValueError: bad task kinds and the like
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     for table in tables(result):

@@ -9,20 +9,14 @@ import typer
 from rich.console import Console
 
 from plphp.errors import PlphpError
-from plphp.options import ArchOption
+from plphp.options import ArchOption, DatasetOption, DeviceOption, DtypeOption, ModelOption, SeedOption, TaskOption
 
 console = Console()
 
 
 def eval_command(
-    model: Annotated[
-        str | None,
-        typer.Option(help="hub id or local directory written by save_pretrained; default: --arch"),
-    ] = None,
-    dataset: Annotated[
-        Path | None,
-        typer.Option(help="JSONL of {images, question, answer}, images relative to it; default: built-in tasks"),
-    ] = None,
+    model: ModelOption = None,
+    dataset: DatasetOption = None,
     policy: Annotated[
         list[str] | None,
         typer.Option(
@@ -31,17 +25,14 @@ def eval_command(
     ] = None,
     out: Annotated[Path, typer.Option(help="output folder: items.jsonl, results.json, eval.png")] = Path("eval-out"),
     num_items: Annotated[int, typer.Option(min=1, help="built-in tasks: how many")] = 20,
-    seed: Annotated[int, typer.Option(min=0, help="built-in tasks: seed")] = 0,
-    task: Annotated[
-        list[str] | None,
-        typer.Option("--task", help="built-in tasks: kind, repeatable (locate, identify, count, list_row, compare)"),
-    ] = None,
+    seed: SeedOption = 0,
+    task: TaskOption = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 4,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="upper bound; a batch stops at its longest answer")] = 32,
     recall: Annotated[bool, typer.Option(help="measure attention recall (one more unpruned pass)")] = True,
     arch: ArchOption = "grid",
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")] = "auto",
-    dtype: Annotated[str, typer.Option(help="float32, float16, bfloat16, auto")] = "float32",
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "float32",
     overwrite: Annotated[bool, typer.Option(help="discard results already in --out instead of resuming")] = False,
 ) -> None:
     """Evaluate several policies side by side: accuracy, KV bytes, decode time, attention recall.

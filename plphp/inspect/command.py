@@ -9,29 +9,23 @@ import typer
 from rich.console import Console
 
 from plphp.errors import ConfigError, PlphpError
-from plphp.options import ArchOption
+from plphp.options import ArchOption, DatasetOption, DeviceOption, DtypeOption, ModelOption, SeedOption
 
 console = Console()
 
 
 def inspect_command(
-    model: Annotated[
-        str | None,
-        typer.Option(help="hub id or local directory written by save_pretrained; default: --arch"),
-    ] = None,
+    model: ModelOption = None,
     arch: ArchOption = "grid",
     image: Annotated[
         list[Path] | None, typer.Option("--image", help="one input: an image file, repeatable (with --prompt)")
     ] = None,
     prompt: Annotated[str | None, typer.Option(help="one input: the question about the --image files")] = None,
-    dataset: Annotated[
-        Path | None,
-        typer.Option(help="JSONL of {images, question, answer}, images relative to it; default: built-in tasks"),
-    ] = None,
+    dataset: DatasetOption = None,
     num_items: Annotated[
         int | None, typer.Option(min=1, help="how many built-in tasks (default 4) or --dataset rows (default all)")
     ] = None,
-    seed: Annotated[int, typer.Option(min=0, help="built-in tasks: seed")] = 0,
+    seed: SeedOption = 0,
     policy: Annotated[
         list[str] | None, typer.Option("--policy", "-p", help="preset or policy file, repeatable; default: plphp")
     ] = None,
@@ -45,8 +39,8 @@ def inspect_command(
     recall_tokens: Annotated[
         int, typer.Option(min=0, help="unpruned decoding steps for attention recall (0: no recall)")
     ] = 8,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")] = "auto",
-    dtype: Annotated[str, typer.Option(help="float32, float16, bfloat16, auto")] = "float32",
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "float32",
 ) -> None:
     """Figures of what a policy does inside a model: vision attention and tiers per layer, retention, the
     patches each KV head keeps, attention recall per layer and head, and how much the heads' keep-sets overlap."""
@@ -72,10 +66,7 @@ def inspect_command(
             run_info={"model": model_name, "dataset": dataset_name},
             console=console,
         )
-    except PlphpError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    except ValueError as exc:  # bad task kinds and the like
+    except (PlphpError, ValueError) as exc:  # ValueError: bad task kinds and the like
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     console.print(f"wrote {len(data['figures'])} figures, inspect.json and index.html to {out}")
