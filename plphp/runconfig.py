@@ -79,17 +79,27 @@ def image_problem(path: Path) -> str | None:
     return None
 
 
+def image_file_problem(image: str, base: Path) -> tuple[Path, str | None]:
+    """`image` resolved against `base`, and why it is not a readable image file (None when it is).
+
+    The one check of an image path, for run configs and datasets alike; the caller names the field.
+    """
+    resolved = Path(image) if Path(image).is_absolute() else base / image
+    if not image.strip():
+        return resolved, "the path is empty"
+    if is_kind(resolved, "is_dir"):
+        return resolved, f"{image!r} is a directory, not an image file (looked in {str(base)!r})"
+    if not is_kind(resolved, "is_file"):
+        return resolved, f"file {image!r} not found (looked in {str(base)!r})"
+    problem = image_problem(resolved)
+    return resolved, (f"{image!r} cannot be read as an image: {problem}" if problem else None)
+
+
 def _image_file(image: str, index: int, base: Path) -> str:
     """The resolved path of `inputs.images[index]`, refused unless it is an image file."""
-    field = f"inputs.images.{index}"
-    if not image.strip():
-        raise ConfigError(f"{field}: the path is empty; give an image file, relative to the config file")
-    resolved = Path(image) if Path(image).is_absolute() else base / image
-    if is_kind(resolved, "is_dir"):
-        raise ConfigError(f"{field}: {image!r} is a directory, not an image file (looked in {str(base)!r})")
-    if not is_kind(resolved, "is_file"):
-        raise ConfigError(f"{field}: file {image!r} not found (looked in {str(base)!r})")
-    problem = image_problem(resolved)
+    resolved, problem = image_file_problem(image, base)
+    if problem == "the path is empty":
+        problem += "; give an image file, relative to the config file"
     if problem:
-        raise ConfigError(f"{field}: {image!r} cannot be read as an image: {problem}")
+        raise ConfigError(f"inputs.images.{index}: {problem}")
     return str(resolved)

@@ -340,11 +340,11 @@ def test_dataset_rows_with_unreadable_images_or_odd_types_name_the_row(tmp_path)
     data = tmp_path / "data.jsonl"
     cases = {
         '{"images": ["bad.png"], "question": "q", "answer": "a"}': (
-            "data.jsonl line 1 (id 'line-1'): image file 'bad.png' cannot be read as an image: "
+            "data.jsonl line 1 (id 'line-1'): image 'bad.png' cannot be read as an image: "
             "not an image format Pillow can read"
         ),
         '{"images": ["pics"], "question": "q", "answer": "a"}': (
-            f"data.jsonl line 1 (id 'line-1'): image 'pics' is a directory, not a file (looked in {str(tmp_path)!r})"
+            f"data.jsonl line 1 (id 'line-1'): image 'pics' is a directory, not an image file (looked in {str(tmp_path)!r})"
         ),
         '{"id": [1], "question": "q", "answer": "a"}': "data.jsonl line 1: id must be a string or an integer, got [1]",
         '{"question": "q", "answer": "a", "kind": 3}': "data.jsonl line 1 (id 'line-1'): kind must be a string, got 3",

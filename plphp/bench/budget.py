@@ -56,26 +56,20 @@ class BudgetResult:
     runs: list[RunResult] = field(default_factory=list)
 
 
+@dataclass
 class BatchSearch:
     """The largest batch of one variant whose decode peak fits `budget` (bytes), from probe runs."""
 
-    def __init__(
-        self,
-        model: Any,
-        adapter: Any,
-        variant: Variant,
-        workload: Workload,
-        budget: int,
-        memory: PeakMemory,
-        *,
-        prefill: PrefillMode = "synthetic",
-        probe_tokens: int = 2,
-        limit: int = 4096,
-    ):
-        self.model, self.adapter, self.variant, self.workload = model, adapter, variant, workload
-        self.budget, self.memory, self.prefill = budget, memory, prefill
-        self.probe_tokens, self.limit = probe_tokens, limit
-        self.probes: dict[int, Probe] = {}
+    model: Any
+    adapter: Any
+    variant: Variant
+    workload: Workload
+    budget: int
+    memory: PeakMemory
+    prefill: PrefillMode = "synthetic"
+    probe_tokens: int = 2
+    limit: int = 4096
+    probes: dict[int, Probe] = field(default_factory=dict)
 
     def probe(self, batch: int) -> Probe:
         if batch not in self.probes:

@@ -7,8 +7,7 @@ docs/policies/plphp.md, "Calibrating the tiers", and `plphp calibrate --help`.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from plphp.lazy import lazy_exports
 
 _EXPORTS = {
     "Calibration": "core",
@@ -17,10 +16,4 @@ _EXPORTS = {
     "write_calibration": "output",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"plphp.calibrate.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'plphp.calibrate' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -6,8 +6,7 @@ Submodules load on first use, so that the command line starts without importing 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from plphp.lazy import lazy_exports
 
 _EXPORTS = {
     "DatasetError": "dataset",
@@ -26,10 +25,4 @@ _EXPORTS = {
     "paired_bootstrap_ci": "stats",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"plphp.evaluation.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'plphp.evaluation' has no attribute {name!r}")
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -22,8 +22,7 @@ from typing import Any
 from PIL import Image
 
 from plphp.errors import PlphpError
-from plphp.policy import is_kind
-from plphp.runconfig import image_problem
+from plphp.runconfig import image_file_problem
 from plphp.validation import shown
 
 IMAGE_MARKER = "<image>"
@@ -147,16 +146,11 @@ def load_jsonl(path: str | os.PathLike) -> list[EvalItem]:
             raise DatasetError(f"{where_id}: images must be a list of file paths")
         files = []
         for image in images:
-            resolved = Path(image) if Path(image).is_absolute() else base / image
-            if not image.strip():
+            resolved, problem = image_file_problem(image, base)
+            if problem == "the path is empty":
                 raise DatasetError(f"{where_id}: an image path is empty; images must be a list of file paths")
-            if is_kind(resolved, "is_dir"):
-                raise DatasetError(f"{where_id}: image {image!r} is a directory, not a file (looked in {str(base)!r})")
-            if not is_kind(resolved, "is_file"):
-                raise DatasetError(f"{where_id}: image file {image!r} not found (looked in {str(base)!r})")
-            problem = image_problem(resolved)
             if problem:
-                raise DatasetError(f"{where_id}: image file {image!r} cannot be read as an image: {problem}")
+                raise DatasetError(f"{where_id}: image {problem}")
             files.append(resolved)
         markers = question.count(IMAGE_MARKER)
         if markers and markers != len(images):
