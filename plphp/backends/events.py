@@ -119,18 +119,9 @@ class Observers:
         if observer in self._observers:
             self._observers.remove(observer)
 
-    def wants(self, event: str) -> bool:
-        """Whether any observer overrides `event` (so costly arguments are built only when needed)."""
-        return any(_overrides(observer, event) for observer in self._observers)
-
     def emit(self, event: str, session: Any, *args: Any) -> None:
+        """Call `event` on every observer that has it (a `SessionObserver`'s own are no-ops)."""
         for observer in self._observers:
-            if _overrides(observer, event):
-                getattr(observer, event)(session, *args)
-
-
-def _overrides(observer: Any, event: str) -> bool:
-    method = getattr(type(observer), event, None)
-    if method is None:
-        return callable(getattr(observer, event, None))
-    return method is not getattr(SessionObserver, event, None)
+            handler = getattr(observer, event, None)
+            if handler is not None:
+                handler(session, *args)

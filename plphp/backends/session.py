@@ -237,11 +237,11 @@ class Session:
             self.observers.emit("on_compress_start", self)
             # Pruning is inference: keep-sets and compressed caches carry no autograd history.
             if self._prefill_stage is not None:
-                output = self._prefill_stage.restore_positions(output, prefill)
-            with torch.no_grad():
-                if self._prefill_stage is not None:
+                output = self._prefill_stage.restore_positions(output, prefill)  # differentiable
+                with torch.no_grad():
                     report = self._prefill_stage.report(prefill)
-                else:
+            else:
+                with torch.no_grad():
                     report = self._decode_stage.compress(prefill)
             self.reports.append(report)
             for layer_report in report.layers:
@@ -329,13 +329,11 @@ class Session:
             fits = attention_mask.shape[-1] == key.shape[-2] if attention_mask is not None else layer.valid is None
             own_mask = not fits
         if not own_mask:
-            if self.observers.wants("on_decode_attention"):
-                self.observers.emit("on_decode_attention", self, layer_idx, query, key, attention_mask, scaling)
+            self.observers.emit("on_decode_attention", self, layer_idx, query, key, attention_mask, scaling)
             return base(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
         additive = attn.uses_additive_mask(self._base_name)
         mask = layer.attention_mask(query.shape[2], query.shape[1], query.dtype if additive else None)
-        if self.observers.wants("on_decode_attention"):
-            self.observers.emit("on_decode_attention", self, layer_idx, query, key, mask, scaling)
+        self.observers.emit("on_decode_attention", self, layer_idx, query, key, mask, scaling)
         if mask is not None and not attn.takes_dense_mask(self._base_name):
             # Flash kernels take no dense mask: pruned layers with holes go through sdpa.
             return attn.base_attention("sdpa")(module, query, key, value, mask, scaling=scaling, dropout=dropout)
