@@ -3,52 +3,25 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
-import textwrap
+from pathlib import Path
 
 import pytest
 
 from plphp.cli import split_plugins
 from plphp.errors import PlphpError
 
-PLUGIN = '''
-"""A selector that lives outside plphp: evenly spaced vision tokens of each image, shared by all heads."""
-
-import torch
-
-import plphp
-from plphp.ops import kept_count, pad_keep_indices
-
-
-class Spaced(plphp.Selector):
-    """Evenly spaced vision tokens of each image (the same for every head)."""
-
-    name = "spaced_cli"
-
-    def select(self, stats, retention, prompt, layer_idx):
-        rows = []
-        for b in range(prompt.batch_size):
-            picked = []
-            for segment in prompt.segments(b):
-                k = kept_count(float(retention[b]), len(segment))
-                picked.append(segment[torch.linspace(0, len(segment) - 1, k).round().long().unique()][:k])
-            kept = torch.cat(picked) if picked else torch.empty(0, dtype=torch.long)
-            rows.append([kept] * prompt.num_kv_heads)
-        return pad_keep_indices(rows, prompt.vision_mask.device)
-
-
-@plphp.hookimpl
-def plphp_selectors():
-    return [Spaced]
-'''
+#: The example third-party plugin, copied outside any package so only --plugin / PLPHP_PLUGINS can find it.
+PLUGIN = Path(__file__).resolve().parent / "plugin_example" / "every_other.py"
 
 
 @pytest.fixture()
 def plugin_dir(tmp_path):
-    (tmp_path / "spaced_cli_plugin.py").write_text(textwrap.dedent(PLUGIN))
+    shutil.copy(PLUGIN, tmp_path / "every_other_plugin.py")
     (tmp_path / "policy.yaml").write_text(
-        "preset: plphp\nallocator: {name: uniform, retention: 0.5}\nselector: {name: spaced_cli}\n"
+        "preset: plphp\nallocator: {name: uniform, retention: 0.5}\nselector: {name: every_other}\n"
     )
     return tmp_path
 
@@ -74,14 +47,14 @@ def test_split_plugins_finds_the_option_anywhere():
 @pytest.mark.parametrize("how", ["option", "environment"])
 def test_a_plugin_selector_runs_from_a_yaml_file_in_demo_and_eval(plugin_dir, how):
     if how == "option":
-        extra, env = ["--plugin", "spaced_cli_plugin"], None
+        extra, env = ["--plugin", "every_other_plugin"], None
     else:
-        extra, env = [], {"PLPHP_PLUGINS": "spaced_cli_plugin"}
+        extra, env = [], {"PLPHP_PLUGINS": "every_other_plugin"}
     demo = _plphp(
         ["demo", *extra, "--policy", "policy.yaml", "--max-new-tokens", "3", "--png", "kept.png"], plugin_dir, env
     )
     assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
-    assert "SharedTopK" not in demo.stdout and "Spaced" in demo.stdout
+    assert "EveryOther" in demo.stdout
     evaluated = _plphp(
         [
             "eval",

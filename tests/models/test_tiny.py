@@ -219,6 +219,20 @@ def test_model_options():
     assert model.generate(**inputs, max_new_tokens=3).shape[1] <= inputs["input_ids"].shape[1] + 3
 
 
+def _fresh_python(script: str, path, tmp_path) -> subprocess.CompletedProcess:
+    """Run `script` with the saved model directory as its argument in a new, offline interpreter
+    (no terminal: a custom-code prompt is refused, not answered)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    return subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        timeout=300,
+    )
+
+
 def test_saved_processor_in_a_process_that_never_imported_plphp(tmp_path):
     path = models.save_tiny("qwen2_vl", tmp_path / "model")
     script = (
@@ -232,15 +246,7 @@ def test_saved_processor_in_a_process_that_never_imported_plphp(tmp_path):
         "processor = AutoProcessor.from_pretrained(sys.argv[1], trust_remote_code=True)\n"
         "print(type(processor).__name__, processor.image_token_id)\n"
     )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(path)],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        timeout=300,
-    )
+    result = _fresh_python(script, path, tmp_path)
     assert result.returncode == 0, result.stderr
     # transformers prints its y/N prompt on stdout before refusing
     assert "asked-for-trust" in result.stdout and "loaded-without-trust" not in result.stdout
@@ -266,15 +272,7 @@ def test_importing_plphp_registers_no_processor_class_and_register_processors_do
         "processor = AutoProcessor.from_pretrained(sys.argv[1])\n"
         "print(type(processor).__name__, processor.image_token_id)\n"
     )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(path)],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        timeout=300,
-    )
+    result = _fresh_python(script, path, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "asked-for-trust" in result.stdout and "loaded-on-import" not in result.stdout
     assert (
@@ -291,14 +289,6 @@ def test_load_tiny_loads_a_saved_directory_in_a_fresh_process_without_a_prompt(t
         "model, processor = load_tiny(sys.argv[1])\n"
         "print(type(model).__name__, type(processor).__name__, model.training)\n"
     )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(path)],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        timeout=300,
-    )
+    result = _fresh_python(script, path, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "Qwen2_5_VLForConditionalGeneration TinyQwen2_5_VLProcessor False"
