@@ -25,7 +25,7 @@ PLUGINS_VARIABLE = "PLPHP_PLUGINS"
 
 #: Modules that hold plphp's own plugins; used only when plphp runs from a source tree whose
 #: entry points are not installed, so the built-ins are still there.
-_BUILTIN_MODULES = ("plphp.policies", "plphp.backends.adapters")
+_BUILTIN_MODULES = ("plphp.policies", "plphp.backends.adapters", "plphp.backends.architectures")
 
 
 class Registry:

@@ -27,6 +27,7 @@ from plphp.models.common import (
     _TILE_SIZE,
     _check_arch,
 )
+from plphp.models.families import family
 from plphp.models.tokenizer import _CHAT_TEMPLATES, _build_tokenizer
 
 
@@ -100,6 +101,8 @@ def build_tiny_processor(arch: str) -> transformers.ProcessorMixin:
         geometry matching :func:`build_tiny_config` (default patch sizes).
     """
     _check_arch(arch)
+    if (module := family(arch)) is not None:
+        return module.build_processor(arch)
     tokenizer = _build_tokenizer(arch)
     template = _CHAT_TEMPLATES[arch]
     common = {"image_mean": _CLIP_MEAN, "image_std": _CLIP_STD}

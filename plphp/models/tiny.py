@@ -32,6 +32,7 @@ from plphp.models.common import (
     _TILE_SIZE,
     _check_arch,
 )
+from plphp.models.families import family
 from plphp.models.processors import _TINY_PROCESSORS, build_tiny_processor, register_processors
 from plphp.models.tokenizer import _bpe_vocabulary, _special_tokens
 
@@ -107,6 +108,9 @@ def build_tiny_config(
     _check_arch(arch)
     if hidden_size % num_heads or num_heads % num_kv_heads:
         raise ValueError("hidden_size must be divisible by num_heads, and num_heads by num_kv_heads")
+    if (module := family(arch)) is not None:
+        sizes = dict(num_layers=num_layers, hidden_size=hidden_size, num_heads=num_heads, num_kv_heads=num_kv_heads)
+        return module.build_config(arch, **sizes, **overrides)
     text_over: dict[str, Any] = {}
     vision_over: dict[str, Any] = {}
     top_over: dict[str, Any] = {}
@@ -215,6 +219,8 @@ def build_tiny_config(
 
 
 def _generation_config(arch: str) -> GenerationConfig:
+    if (module := family(arch)) is not None:
+        return module.generation_config(arch)
     ids = _token_ids(arch)
     eos: int | list[int] = ids["eos_token_id"]
     if arch in _QWEN_FAMILY or arch == "llava_onevision":

@@ -1,0 +1,26 @@
+"""Tiny models of the architectures beyond the first five, one module per family.
+
+A family module (`plphp.models.tiny_<family>`) defines, for the architecture names it builds:
+
+- `build_config(arch, *, num_layers, hidden_size, num_heads, num_kv_heads, **overrides)`: the
+  shrunk real config, with token ids matching its processor;
+- `build_processor(arch)`: the architecture's processor around the tiny tokenizer;
+- `generation_config(arch)`: pad / eos / bos token ids.
+
+`tiny.py` and `processors.py` hand these architectures to their family; everything else
+(`build_tiny_model`, `save_tiny`, `plphp.testing`) is shared.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+#: Architecture name -> the module of `plphp.models` that builds it.
+FAMILY_OF: dict[str, str] = {}
+
+
+def family(arch: str) -> ModuleType | None:
+    """The family module building `arch`, or None for the first five architectures."""
+    name = FAMILY_OF.get(arch)
+    return importlib.import_module(f"plphp.models.{name}") if name else None
