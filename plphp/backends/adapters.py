@@ -17,6 +17,12 @@ from plphp.backends.prefill import gather_slots
 from plphp.hookspecs import hookimpl
 
 
+_LAYER_TYPE_REASONS = {
+    "sliding_attention": "uses sliding-window attention (its cache holds only the last window of keys)",
+    "linear_attention": "uses linear attention and keeps no KV cache",
+}
+
+
 class ModelAdapter:
     """Architecture knowledge for one family of vision-language models.
 
@@ -62,10 +68,30 @@ class ModelAdapter:
         """Size of one head's key vector."""
         return getattr(self.text_config, "head_dim", None) or self.text_config.hidden_size // self.num_heads
 
-    def prunable_layers(self) -> list[bool]:
-        """Per decoder layer, whether its cache may be pruned (sliding-window layers may not)."""
+    def unprunable_layers(self, stage: str) -> dict[int, str]:
+        """The decoder layers that `stage` ("decode" or "prefill") must leave whole, each with why.
+
+        The decode stage prunes a layer's cache; the prefill stage drops tokens from the hidden
+        states of every layer from `start_layer` on, so it cannot start before a layer listed here.
+        The base class lists every layer that is not full attention (`text_config.layer_types`): a
+        sliding-window layer's cache holds only the last window of keys, so a keep-set over prompt
+        positions does not map onto it, and a linear-attention layer keeps no KV cache at all.
+        An adapter adds its architecture's own (DeepStack layers, bidirectional prefill masks).
+
+        Returns:
+            Layer index -> the reason, a phrase that completes "layer i ...".
+        """
         layer_types = getattr(self.text_config, "layer_types", None) or ["full_attention"] * self.num_layers
-        return [kind == "full_attention" for kind in layer_types]
+        return {
+            idx: _LAYER_TYPE_REASONS.get(kind, f"is a {kind!r} layer, not full attention")
+            for idx, kind in enumerate(layer_types)
+            if kind != "full_attention"
+        }
+
+    def prunable_layers(self) -> list[bool]:
+        """Per decoder layer, whether the decode stage may prune its cache (`unprunable_layers`)."""
+        kept = self.unprunable_layers("decode")
+        return [idx not in kept for idx in range(self.num_layers)]
 
     def decoder_layers(self) -> list[torch.nn.Module]:
         """The language model's decoder layers, in order."""

@@ -54,18 +54,38 @@ from plphp.stats import PromptInfo
 _session_ids = itertools.count()
 
 
-def _check_layer_range(policy: Policy, count: int, prunable: list[bool]) -> None:
-    """Refuse a layer range that prunes nothing on a model of `count` layers (`start_layer` past its depth)."""
+def check_layer_range(policy: Policy, adapter: ModelAdapter) -> None:
+    """Refuse a layer range the model cannot honour, with the adapter's reason (`unprunable_layers`).
+
+    Raises:
+        ConfigError: `start_layer` past the model's depth; a decode-stage range holding no prunable
+            layer; a prefill-stage start before a layer that must see every token.
+    """
+    count = adapter.num_layers
     if policy.start_layer >= count:
         raise ConfigError(
             f"policy.start_layer: {policy.start_layer} is not a layer of this model, which has {count} decoder "
             f"layers; allowed are 0 to {count - 1}"
         )
+    if policy.stage == "prefill":
+        whole = adapter.unprunable_layers("prefill")
+        inside = [idx for idx in sorted(whole) if idx >= policy.start_layer]
+        if inside:
+            first_allowed = max(max(whole) + 1, 1)
+            allowed = f"allowed are {first_allowed} to {count - 1}" if first_allowed < count else "use stage 'decode'"
+            raise ConfigError(
+                f"policy.start_layer: {policy.start_layer} cannot hold with stage 'prefill' on "
+                f"{type(adapter.model).__name__}: tokens leave every layer from it on, but layer {inside[0]} "
+                f"{whole[inside[0]]}; {allowed}"
+            )
+        return
+    whole = adapter.unprunable_layers("decode")
     end = min(policy.end_layer or count, count)
-    if not any(prunable[policy.start_layer : end]):
+    if all(idx in whole for idx in range(policy.start_layer, end)):
         raise ConfigError(
-            f"policy.start_layer: layers {policy.start_layer} to {end - 1} of this model all use sliding-window "
-            "attention, so nothing would be pruned; start earlier or use another model"
+            f"policy.start_layer: layers {policy.start_layer} to {end - 1} of this model cannot be pruned "
+            f"(layer {policy.start_layer} {whole[policy.start_layer]}), so nothing would be pruned; "
+            "choose another layer range or model"
         )
 
 
@@ -113,20 +133,12 @@ class Session:
         self._base: attn.AttentionFn | None = None
         self._prefill: PrefillState | None = None
         self._cache: Cache | None = None
+        check_layer_range(policy, adapter)
         self._prunable = adapter.prunable_layers()
-        _check_layer_range(policy, adapter.num_layers, self._prunable)
         self._decode_stage = DecodeStage(policy, self._prunable, materialize, record_scores)
         self._prefill_stage = (
             PrefillStage(policy, adapter, materialize, record_scores) if policy.stage == "prefill" else None
         )
-        if policy.stage == "prefill":
-            kept_whole = [i for i in range(policy.start_layer, adapter.num_layers) if not self._prunable[i]]
-            if kept_whole:
-                raise ConfigError(
-                    f"policy.stage: 'prefill' drops tokens from every layer from start_layer "
-                    f"({policy.start_layer}) on, but layers {kept_whole} of this model use sliding-window "
-                    "attention and must keep their tokens; use stage 'decode'"
-                )
 
     @property
     def report(self) -> PruningReport | None:

@@ -33,7 +33,7 @@ from plphp.models.common import (
     _check_arch,
 )
 from plphp.models.families import family
-from plphp.models.processors import _TINY_PROCESSORS, build_tiny_processor, register_processors
+from plphp.models.processors import build_tiny_processor, register_processors, tiny_processor_classes
 from plphp.models.tokenizer import _bpe_vocabulary, _special_tokens
 
 
@@ -258,6 +258,8 @@ def build_tiny_model(
         model = AutoModelForImageTextToText.from_config(
             config, attn_implementation=attn_implementation, dtype=torch.float32
         )
+        if (module := family(arch)) is not None and hasattr(module, "initialize"):
+            module.initialize(arch, model)
     model.generation_config = _generation_config(arch)
     return model.to(device=device, dtype=dtype).eval()
 
@@ -282,8 +284,8 @@ def save_tiny(arch: str, path: str | os.PathLike, *, seed: int = 0) -> pathlib.P
     build_tiny_model(arch, seed=seed).save_pretrained(path)
     processor = build_tiny_processor(arch)
     processor.save_pretrained(path)
-    if isinstance(processor, _TINY_PROCESSORS):
-        _write_processor_auto_map(path, type(processor).__name__)
+    if isinstance(processor, tiny_processor_classes()):
+        _write_processor_auto_map(path, type(processor))
     return path
 
 
@@ -303,7 +305,7 @@ def load_tiny(path: str | os.PathLike) -> tuple[Any, Any]:
 _AUTO_MAP_MODULE = "processing_plphp_tiny"
 
 
-def _write_processor_auto_map(path: pathlib.Path, class_name: str) -> None:
+def _write_processor_auto_map(path: pathlib.Path, cls: type) -> None:
     """Points `AutoProcessor` at plphp's processor class, for processes that never imported it.
 
     Without this, `AutoProcessor.from_pretrained` in such a process silently returns the
@@ -312,9 +314,9 @@ def _write_processor_auto_map(path: pathlib.Path, class_name: str) -> None:
     """
     (path / f"{_AUTO_MAP_MODULE}.py").write_text(
         '"""Processor of a plphp tiny model: re-exported from plphp.models."""\n\n'
-        f"from plphp.models import {class_name}\n\n__all__ = [{class_name!r}]\n"
+        f"from {cls.__module__} import {cls.__name__}\n\n__all__ = [{cls.__name__!r}]\n"
     )
     config_file = path / "processor_config.json"
     config = json.loads(config_file.read_text())
-    config["auto_map"] = {"AutoProcessor": f"{_AUTO_MAP_MODULE}.{class_name}"}
+    config["auto_map"] = {"AutoProcessor": f"{_AUTO_MAP_MODULE}.{cls.__name__}"}
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

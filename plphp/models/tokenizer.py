@@ -150,7 +150,28 @@ def _bpe_vocabulary() -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
 
 
 def _build_tokenizer(arch: str) -> PreTrainedTokenizerFast:
-    specials = _special_tokens(arch)
+    if arch in _QWEN_FAMILY or arch == "llava_onevision":
+        names = {"pad_token": "<|endoftext|>", "eos_token": "<|im_end|>"}
+    else:
+        names = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
+    return build_tokenizer(_special_tokens(arch), names, _CHAT_TEMPLATES[arch])
+
+
+def build_tokenizer(
+    specials: tuple[str, ...],
+    names: dict[str, str],
+    chat_template: str,
+    named_tokens: dict[str, str] | None = None,
+) -> PreTrainedTokenizerFast:
+    """The tiny byte-level BPE tokenizer with `specials` first (their ids are their indices).
+
+    Args:
+        specials: the special tokens, in id order.
+        names: the standard roles (`pad_token`, `eos_token`, ...) and their tokens.
+        chat_template: the Jinja chat template.
+        named_tokens: extra roles a processor reads from its tokenizer (`image_token`,
+            `boi_token`, ...); each becomes an attribute and an `*_id` attribute.
+    """
     base_tokens, merges = _bpe_vocabulary()
     vocab = {tok: i for i, tok in enumerate(specials)}
     for tok in base_tokens:
@@ -159,18 +180,15 @@ def _build_tokenizer(arch: str) -> PreTrainedTokenizerFast:
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     backend.add_special_tokens([AddedToken(tok, special=True, normalized=False) for tok in specials])
-
-    if arch in _QWEN_FAMILY or arch == "llava_onevision":
-        names = {"pad_token": "<|endoftext|>", "eos_token": "<|im_end|>"}
-    else:
-        names = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
-    extra = [tok for tok in specials if tok not in names.values()]
-    tokenizer = PreTrainedTokenizerFast(
+    named = set(names.values()) | set((named_tokens or {}).values())
+    extra: list[str] | dict[str, str] = [tok for tok in specials if tok not in named]
+    if named_tokens:
+        extra = dict(named_tokens)
+    return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         padding_side="left",
-        chat_template=_CHAT_TEMPLATES[arch],
+        chat_template=chat_template,
         model_max_length=4096,
         extra_special_tokens=extra,
         **names,
     )
-    return tokenizer
