@@ -67,6 +67,9 @@ class CaseResult:
     batch: str
     max_logit_diff: float
     vision_kv_reduction: float
+    #: Why the case did not run: the architecture refuses the policy (a one-line `ConfigError`, e.g.
+    #: a prefill-stage start inside Qwen3-VL's DeepStack layers); empty when it ran.
+    skipped: str = ""
 
 
 @functools.cache
@@ -233,7 +236,9 @@ def check_policy(
         **overrides: merged into the policy config.
 
     Returns:
-        One `CaseResult` per (architecture, batch), with the measured difference and KV reduction.
+        One `CaseResult` per (architecture, batch), with the measured difference and KV reduction;
+        where the architecture refuses the policy (a layer range it cannot honour), the case is not
+        run and its `skipped` holds the refusal.
     """
     from plphp.models import ARCHITECTURES
 
@@ -243,6 +248,9 @@ def check_policy(
     for architecture in ARCHITECTURES if architectures is None else architectures:
         vlm = tiny_vlm(architecture)
         model = vlm.model
+        if refusal := _refusal(model, resolved):
+            results.extend(CaseResult(architecture, batch, float("nan"), float("nan"), refusal) for batch in batches)
+            continue
         # The reference is eager attention; the shared model gets back whatever it had before.
         before = model.config.get_text_config(decoder=True)._attn_implementation
         model.set_attn_implementation({"text_config": "eager"})
@@ -275,6 +283,19 @@ def check_policy(
         finally:
             model.set_attn_implementation({"text_config": before})
     return results
+
+
+def _refusal(model: Any, policy: Policy) -> str:
+    """The one-line error with which `model`'s adapter refuses `policy`'s layer range, or ""."""
+    from plphp.backends.session import check_layer_range
+    from plphp.errors import ConfigError
+    from plphp.registry import get_registry
+
+    try:
+        check_layer_range(policy, get_registry().adapter_for(model))
+    except ConfigError as exc:
+        return str(exc)
+    return ""
 
 
 def with_stage(policy: str | Mapping[str, Any] | Policy, stage: str) -> Policy:

@@ -44,5 +44,15 @@ class Qwen3_5Adapter(Qwen2VLAdapter):
     name = "qwen3_5"
     architectures = ("Qwen3_5ForConditionalGeneration", "Qwen3_5Model")
 
+    def unprunable_layers(self, stage: str) -> dict[int, str]:
+        """The linear-attention layers (the base class's); in prefill, every layer: the linear layers
+        that follow carry a recurrent state over every token, which tokens leaving the sequence
+        would change, and they give no statistics to rank the tokens by."""
+        out = super().unprunable_layers(stage)
+        if stage == "prefill":
+            for idx in range(self.num_layers):
+                out.setdefault(idx, "belongs to a hybrid stack whose linear-attention layers carry every token")
+        return out
+
 
 ADAPTERS = [Qwen3VLAdapter, Qwen3_5Adapter]
