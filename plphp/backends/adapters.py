@@ -16,7 +16,6 @@ from plphp.backends.layout import TokenLayout, anyres_layout, unpadded_grid
 from plphp.backends.prefill import gather_slots
 from plphp.hookspecs import hookimpl
 
-
 _LAYER_TYPE_REASONS = {
     "sliding_attention": "uses sliding-window attention (its cache holds only the last window of keys)",
     "linear_attention": "uses linear attention and keeps no KV cache",

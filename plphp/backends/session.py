@@ -72,7 +72,9 @@ def check_layer_range(policy: Policy, adapter: ModelAdapter) -> None:
         inside = [idx for idx in sorted(whole) if idx >= policy.start_layer]
         if inside:
             first_allowed = max(max(whole) + 1, 1)
-            allowed = f"allowed are {first_allowed} to {count - 1}" if first_allowed < count - 1 else "use stage 'decode'"
+            allowed = (
+                f"allowed are {first_allowed} to {count - 1}" if first_allowed < count - 1 else "use stage 'decode'"
+            )
             if first_allowed == count - 1:
                 allowed = f"the only start allowed is {first_allowed}"
             raise ConfigError(

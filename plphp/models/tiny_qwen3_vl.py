@@ -139,4 +139,6 @@ def generation_config(arch: str) -> GenerationConfig:
     ids = _ids()
     eos = [ids["eos_token_id"], ids["pad_token_id"]]
     return GenerationConfig(bos_token_id=ids["pad_token_id"], eos_token_id=eos, pad_token_id=ids["pad_token_id"])
+
+
 PROCESSOR_CLASSES = (TinyQwen3VLProcessor,)

@@ -22,7 +22,14 @@ EXPECTED_VISION_TOKENS = {
     "llava_onevision": (88, 70),
     "qwen2_vl": (16, 48),  # one token per 16x16 pixels after smart resizing
     "qwen2_5_vl": (16, 48),
+    "qwen3_vl": (16, 48),
+    "qwen3_5": (16, 48),
+    "gemma3": (16, 16),  # a fixed 64x64 input pooled to 4x4
+    "mistral3": (16, 48),  # one [IMG] per 16x16 pixels (plus a break or end token per row)
 }
+#: The image token of the architectures whose token is not LLaVA's "<image>" (Qwen's are checked apart).
+IMAGE_TOKENS = {"gemma3": "<image_soft_token>", "mistral3": "[IMG]"}
+FIXED_IMAGE_SIZE = ("llava", "gemma3")
 
 MIXED_SAMPLES = [
     ("Compare the two images.", [(64, 64, 1), (128, 96, 2)]),
@@ -54,7 +61,8 @@ def test_config_shapes_and_token_ids_match_the_tokenizer(arch):
     assert (text.num_attention_heads, text.num_key_value_heads) == (4, 2)
     assert text.hidden_size // text.num_attention_heads == 16
     assert text.vocab_size == len(tokenizer) < 1000
-    assert processor.image_token_id == config.image_token_id
+    if arch != "gemma3":  # Gemma3Processor's image_token_id is its placeholder, <start_of_image>
+        assert processor.image_token_id == config.image_token_id
     assert tokenizer.padding_side == "left"
     assert tokenizer.pad_token_id is not None and tokenizer.chat_template
     if arch.startswith("qwen"):
@@ -65,6 +73,8 @@ def test_config_shapes_and_token_ids_match_the_tokenizer(arch):
             ("vision_end_token_id", "<|vision_end|>"),
         ]:
             assert getattr(config, attr) == tokenizer.convert_tokens_to_ids(token)
+    elif arch in IMAGE_TOKENS:
+        assert config.image_token_id == tokenizer.convert_tokens_to_ids(IMAGE_TOKENS[arch])
     else:
         assert config.image_token_id == tokenizer.convert_tokens_to_ids("<image>")
         assert tokenizer.convert_tokens_to_ids("<video>") != tokenizer.unk_token_id
@@ -153,7 +163,7 @@ def test_vision_tokens_per_image_size(arch):
         for w, h in [(64, 64), (128, 96)]
     )
     assert counts == EXPECTED_VISION_TOKENS[arch]
-    if arch != "llava":  # LLaVA-1.5 crops every image to one fixed square
+    if arch not in FIXED_IMAGE_SIZE:  # LLaVA-1.5 and Gemma 3 resize every image to one fixed square
         assert counts[0] != counts[1]
 
 
@@ -166,6 +176,10 @@ def test_vision_tokens_in_the_mixed_batch(arch):
         "llava_onevision": [17 + 17, 70, 0],
         "qwen2_vl": [16 + 48, 24, 0],
         "qwen2_5_vl": [16 + 48, 24, 0],
+        "qwen3_vl": [16 + 48, 24, 0],
+        "qwen3_5": [16 + 48, 24, 0],
+        "gemma3": [16 + 16, 16, 0],
+        "mistral3": [16 + 48, 24, 0],
     }
     inputs = chat_inputs(models.build_tiny_processor(arch), mixed_samples())
     assert vision_counts(inputs, models.build_tiny_config(arch)) == expected[arch]
