@@ -51,7 +51,12 @@ class PolicyCheckError(AssertionError):
 
 @dataclass(frozen=True)
 class TinyVLM:
-    """A tiny random model of one architecture with its processor and two prepared inputs."""
+    """A tiny random model of one architecture with its processor and prepared inputs.
+
+    `tiny_vlm(name)` builds one of plphp's; build one yourself to check a model plphp does not ship
+    (`check_policy(policy, architectures=[TinyVLM("mine", model, processor, inputs)])`), with
+    `inputs` holding a "batch1" and a "batch3" (`plphp.backends.inputs.chat_inputs` makes them).
+    """
 
     architecture: str
     model: Any
@@ -220,7 +225,7 @@ def _check_report(report: Any, inputs: Mapping[str, torch.Tensor], policy: Polic
 
 def check_policy(
     policy: str | Mapping[str, Any] | Policy,
-    architectures: Iterable[str] | None = None,
+    architectures: Iterable[str | TinyVLM] | None = None,
     batches: Iterable[str] = ("batch1", "batch3"),
     tolerance: float = TOLERANCE,
     **overrides: Any,
@@ -230,8 +235,10 @@ def check_policy(
     Args:
         policy: a preset name, a config dict or file, or a `Policy` (as `plphp.load_policy` takes).
         architectures: which tiny architectures to run (default: every one `plphp.models` builds,
-            `plphp.models.ARCHITECTURES`).
-        batches: "batch1" (one image) and / or "batch3" (left padding; 2, 1 and 0 images).
+            `plphp.models.ARCHITECTURES`); a `TinyVLM` of your own runs a model plphp does not
+            build (an architecture a plugin adds an adapter for), on the inputs it holds.
+        batches: "batch1" (one image) and / or "batch3" (left padding; 2, 1 and 0 images): keys
+            of each `TinyVLM.inputs`.
         tolerance: maximum logit difference between pruning and the masked reference.
         **overrides: merged into the policy config.
 
@@ -246,7 +253,8 @@ def check_policy(
     check_components(resolved)
     results = []
     for architecture in ARCHITECTURES if architectures is None else architectures:
-        vlm = tiny_vlm(architecture)
+        vlm = architecture if isinstance(architecture, TinyVLM) else tiny_vlm(architecture)
+        architecture = vlm.architecture
         model = vlm.model
         if refusal := _refusal(model, resolved):
             results.extend(CaseResult(architecture, batch, float("nan"), float("nan"), refusal) for batch in batches)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "tutorials"
-PAGES = ["prune-from-a-config.md", "compare-policies.md", "look-inside.md"]
+PAGES = ["prune-from-a-config.md", "compare-policies.md", "look-inside.md", "support-a-new-architecture.md"]
 BLOCK = re.compile(r'```(\w+)(?: title="([^"]+)")?\n(.*?)```', re.S)
 
 
