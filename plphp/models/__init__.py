@@ -6,7 +6,8 @@ architectures with random weights (`plphp.models.tiny`, `plphp.models.processors
 
 Everything here is built offline from configs: no weights, tokenizers or processors are
 downloaded. Each model is a real transformers class (LLaVA, LLaVA-NeXT, LLaVA-OneVision,
-Qwen2-VL, Qwen2.5-VL) with a few decoder layers, grouped-query attention (4 query heads, 2 KV
+Qwen2-VL, Qwen2.5-VL, and in their own modules (`plphp.models.families`) Qwen3-VL, Qwen3.5,
+Gemma 3, Mistral 3) with a few decoder layers, grouped-query attention (4 query heads, 2 KV
 heads, head_dim 16), a two-layer vision tower and a vocabulary of a few hundred tokens.
 The processors are the architectures' own processors around a small byte-level BPE tokenizer
 trained in code on a built-in corpus, with a chat template.
@@ -20,7 +21,9 @@ greedy decoding is not stuck on one token.
 Vision tokens per image (64x64 / 128x96 / 96x128 pixels, width x height, one image in the sample):
 LLaVA 36 / 36 / 36 (fixed 48x48 crop), LLaVA-NeXT and LLaVA-OneVision 88 / 70 / 72 (any-res
 tiling over 32x32 tiles; in a OneVision sample with several images every image has 17), Qwen2-VL
-and Qwen2.5-VL 16 / 48 / 48 (one token per 16x16 pixels, between 4 and 100).
+and Qwen2.5-VL 16 / 48 / 48 (one token per 16x16 pixels, between 4 and 100), Qwen3-VL and
+Qwen3.5 the same, Mistral 3 16 / 48 / 48 `[IMG]` tokens (plus one break or end token per row),
+Gemma 3 16 (a fixed 64x64 input pooled to 4x4).
 
 Examples:
     >>> from plphp import models
@@ -35,8 +38,10 @@ Note:
     which needs torchvision. plphp does not depend on torchvision, so for these three
     architectures the processor is a subclass of the real one without the video sub-processor
     (``TinyQwen2VLProcessor``, ``TinyQwen2_5_VLProcessor``, ``TinyLlavaOnevisionProcessor``);
-    image processing, placeholder expansion and tokenization are the real classes' code. The
-    subclasses are registered with ``AutoProcessor`` by :func:`register_processors` (importing
+    image processing, placeholder expansion and tokenization are the real classes' code. Qwen3-VL
+    and Qwen3.5 do the same (``TinyQwen3VLProcessor``). Mistral 3's ``PixtralProcessor`` cannot be
+    imported at all without torchvision, so ``TinyPixtralProcessor`` writes its prompt layout
+    around the real image processor. These classes are registered with ``AutoProcessor`` by :func:`register_processors` (importing
     plphp registers nothing), so ``AutoProcessor.from_pretrained`` loads a directory written by
     :func:`save_tiny` in any process that has called it. The saved ``processor_config.json`` also
     has an ``auto_map`` to a one-line module re-exporting the class, so that a process that never

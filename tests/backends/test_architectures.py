@@ -161,3 +161,16 @@ def test_qwen3_5_prunes_only_the_attention_layers():
                 assert all(torch.equal(ours[k], unpruned[k]) for k in ours)
     with pytest.raises(ConfigError, match="linear.attention.*use stage .decode.$"):
         plphp.apply(model, "fastv")
+
+
+# -- where vision tokens lie (plphp inspect, the demo) ------------------------------------------------
+
+
+@pytest.mark.parametrize(("arch", "grids"), [("qwen3_vl", [(6, 4), (4, 6), (6, 8)]), ("gemma3", [(4, 4)] * 3)])
+def test_image_layouts_are_grids_over_the_picture(arch, grids):
+    """batch3's pictures are 64x96, 96x64 and 128x96 (width x height): Qwen3-VL merges 16x16 pixels
+    into a token, Gemma 3 pools its fixed 64x64 input to 4x4."""
+    vlm = tiny_vlm(arch)
+    layouts = [layout for sample in _adapter(vlm.model).image_layouts(vlm.inputs["batch3"]) for _, layout in sample]
+    assert all(layout.on_picture for layout in layouts)
+    assert [(layout.tiles[0].rows, layout.tiles[0].cols) for layout in layouts] == grids
