@@ -9,6 +9,9 @@
   `generate()` on the first step only). The decode stage leaves prefill exact, so this stays as it
   is. The prefill stage is refused: it gives each layer from `start_layer` on a causal mask over the
   shrunk sequence, which would lose the bidirectional blocks.
+- Softcapping: Gemma 3's attention module hands no `softcap` to the attention function (and
+  `Gemma3ForConditionalGeneration` applies no final-logit softcap), so the collector's scores are
+  the softmax the model computes.
 """
 
 from __future__ import annotations
