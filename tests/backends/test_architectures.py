@@ -174,3 +174,11 @@ def test_image_layouts_are_grids_over_the_picture(arch, grids):
     layouts = [layout for sample in _adapter(vlm.model).image_layouts(vlm.inputs["batch3"]) for _, layout in sample]
     assert all(layout.on_picture for layout in layouts)
     assert [(layout.tiles[0].rows, layout.tiles[0].cols) for layout in layouts] == grids
+
+
+def test_plphp_policies_lists_the_new_architectures_from_their_adapters():
+    from plphp.catalog import catalog
+
+    listed = catalog()["architectures"]
+    for model_class in ("Qwen3VL", "Gemma3", "Mistral3", "Qwen3_5"):
+        assert f"{model_class}ForConditionalGeneration" in listed
