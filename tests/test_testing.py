@@ -41,6 +41,17 @@ def test_every_preset_passes_the_kit(preset, stage, architecture):
         assert all(r.vision_kv_reduction > 0 for r in results), "the preset pruned nothing on this model"
 
 
+def test_the_kit_runs_a_model_of_the_authors_own_and_reports_what_an_architecture_refuses():
+    from plphp.testing import TinyVLM
+
+    vlm = tiny_vlm("qwen2_vl")
+    mine = TinyVLM("my_qwen", vlm.model, vlm.processor, {"only": vlm.inputs["batch1"]})
+    (result,) = check_policy("plphp", architectures=[mine], batches=["only"])
+    assert (result.architecture, result.batch, result.skipped) == ("my_qwen", "only", "")
+    (refused,) = check_policy("fastv", architectures=["gemma3"], batches=["batch1"])
+    assert "cannot hold with stage 'prefill'" in refused.skipped and refused.max_logit_diff != refused.max_logit_diff
+
+
 def test_the_fixtures_come_from_the_pytest_plugin(check_policy, tiny_vlm):
     vlm = tiny_vlm("llava")
     assert vlm.inputs["batch3"]["input_ids"].shape[0] == 3
