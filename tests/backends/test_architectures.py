@@ -60,6 +60,18 @@ def test_qwen3_vl_refuses_a_prefill_stage_start_inside_deepstack(policy):
     assert "\n" not in message and "DeepStack" in message and "allowed are 2 to 3" in message
 
 
+def test_qwen3_vl_without_the_refusal_deepstack_fails_deep_inside_transformers(monkeypatch):
+    """What the refusal saves a user from: DeepStack indexes the prompt's vision positions in a
+    sequence that tokens have already left."""
+    from plphp.backends.adapters import Qwen2VLAdapter
+    from plphp.backends.architectures.qwen3_vl import Qwen3VLAdapter
+
+    monkeypatch.setattr(Qwen3VLAdapter, "unprunable_layers", Qwen2VLAdapter.unprunable_layers)
+    vlm = tiny_vlm("qwen3_vl")
+    with pytest.raises(IndexError, match="shape of the mask"):
+        _prefill(vlm.model, vlm.inputs["batch3"], {"preset": "fastv", "start_layer": 1})
+
+
 def test_qwen3_vl_prefill_stage_after_deepstack_and_decode_stage_inside_it():
     vlm = tiny_vlm("qwen3_vl")
     _, report = _prefill(vlm.model, vlm.inputs["batch3"], "fastv")  # K = 2, after the DeepStack layers
