@@ -294,13 +294,19 @@ def check_policy(
 
 
 def _refusal(model: Any, policy: Policy) -> str:
-    """The one-line error with which `model`'s adapter refuses `policy`'s layer range, or ""."""
+    """The one-line error with which `model`'s adapter refuses `policy`'s layer range, or "".
+
+    A `start_layer` past the model's depth is no refusal of the architecture's: it fails the check.
+    """
     from plphp.backends.session import check_layer_range
     from plphp.errors import ConfigError
     from plphp.registry import get_registry
 
+    adapter = get_registry().adapter_for(model)
+    if policy.start_layer >= adapter.num_layers:
+        return ""
     try:
-        check_layer_range(policy, get_registry().adapter_for(model))
+        check_layer_range(policy, adapter)
     except ConfigError as exc:
         return str(exc)
     return ""

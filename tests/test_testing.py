@@ -50,6 +50,8 @@ def test_the_kit_runs_a_model_of_the_authors_own_and_reports_what_an_architectur
     assert (result.architecture, result.batch, result.skipped) == ("my_qwen", "only", "")
     (refused,) = check_policy("fastv", architectures=["gemma3"], batches=["batch1"])
     assert "cannot hold with stage 'prefill'" in refused.skipped and refused.max_logit_diff != refused.max_logit_diff
+    with pytest.raises(PolicyCheckError, match="not a layer of this model"):  # a mistake, not a refusal
+        check_policy("plphp", architectures=["gemma3"], batches=["batch1"], start_layer=9)
 
 
 def test_the_fixtures_come_from_the_pytest_plugin(check_policy, tiny_vlm):
