@@ -223,7 +223,7 @@ class Session:
                     "their logits do not exist; score with a decode-stage policy (its prefill is exact)"
                 )
             self.observers.emit("on_prefill_start", self)
-            self._start_prefill(self._cache, input_ids, kwargs.get("attention_mask"))
+            self._start_prefill(self._cache, input_ids, kwargs.get("attention_mask"), kwargs)
             self.observers.emit("on_prompt", self, self._prefill.prompt if self._prefill is not None else None)
         elif self._cache is not None:
             rows = input_ids if input_ids is not None else kwargs.get("inputs_embeds")
@@ -268,7 +268,11 @@ class Session:
         self.observers.emit("on_layer_stats", self, layer_idx, stats)
 
     # -- prefill ---------------------------------------------------------------------------------
-    def _start_prefill(self, cache: Cache, input_ids: torch.Tensor | None, attention_mask: Any) -> None:
+    def _start_prefill(
+        self, cache: Cache, input_ids: torch.Tensor | None, attention_mask: Any, inputs: dict[str, Any]
+    ) -> None:
+        """Set up a prefill; `inputs` are the model call's keyword inputs (the adapter's `prompt_segments` reads
+        `video_grid_thw` and the like there)."""
         self._prefill = None
         if input_ids is None:
             self.reports.append(
@@ -295,7 +299,9 @@ class Session:
             return
         prompt = PromptInfo(
             vision_mask=vision_mask,
-            segment_ids=self.adapter.segment_ids(input_ids, vision_mask),
+            segment_ids=self.adapter.prompt_segments(
+                {**inputs, "input_ids": input_ids}, vision_mask, self.policy.segments
+            ),
             key_valid=key_valid,
             num_layers=self.adapter.num_layers,
             num_heads=self.adapter.num_heads,
