@@ -7,6 +7,7 @@ Adapters are plugins: this module registers the built-in ones through the `plphp
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -333,7 +334,7 @@ class LlavaNextAdapter(ModelAdapter):
         token (`get_video_features`), which counts in the last frame."""
         if getattr(self.config, "video_token_id", None) is None:
             return super().video_frames(inputs, video_mask)
-        side = -(-self.config.vision_config.image_size // self.config.vision_config.patch_size // 2)
+        side = math.ceil(self.config.vision_config.image_size // self.config.vision_config.patch_size / 2)
         return fixed_frames(video_mask, side * side, trailer=1)
 
 
