@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-ARCHITECTURES: tuple[str, ...] = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl")
+ARCHITECTURES: tuple[str, ...] = (
+    "llava",
+    "llava_next",
+    "llava_onevision",
+    "qwen2_vl",
+    "qwen2_5_vl",
+    "internvl",
+)
 
 _QWEN_FAMILY = ("qwen2_vl", "qwen2_5_vl")
 

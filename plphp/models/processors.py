@@ -27,7 +27,7 @@ from plphp.models.common import (
     _TILE_SIZE,
     _check_arch,
 )
-from plphp.models.families import family
+from plphp.models.families import family, processor_classes
 from plphp.models.tokenizer import _CHAT_TEMPLATES, _build_tokenizer
 
 
@@ -77,6 +77,11 @@ class TinyLlavaOnevisionProcessor(LlavaOnevisionProcessor):
 _TINY_PROCESSORS = (TinyQwen2VLProcessor, TinyQwen2_5_VLProcessor, TinyLlavaOnevisionProcessor)
 
 
+def tiny_processor_classes() -> tuple[type, ...]:
+    """plphp's own processor classes: the three above and those of the families (`plphp.models.families`)."""
+    return _TINY_PROCESSORS + processor_classes()
+
+
 def register_processors() -> None:
     """Register plphp's processor classes with `AutoProcessor`; calling it again does nothing more.
 
@@ -84,7 +89,7 @@ def register_processors() -> None:
     process (without it, it asks for `trust_remote_code=True`, see the package's note). Call it
     before loading a saved tiny model; importing plphp registers nothing.
     """
-    for cls in _TINY_PROCESSORS:
+    for cls in tiny_processor_classes():
         # Registered under a private key (not a config class), so that AutoProcessor finds the class
         # by the name saved in processor_config.json without changing what real checkpoints load.
         AutoProcessor.register(f"plphp_tiny_{cls.__name__}", cls, exist_ok=True)

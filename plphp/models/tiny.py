@@ -33,7 +33,8 @@ from plphp.models.common import (
     _check_arch,
 )
 from plphp.models.families import family
-from plphp.models.processors import _TINY_PROCESSORS, build_tiny_processor, register_processors
+from plphp.models.processors import build_tiny_processor, register_processors, tiny_processor_classes
+from plphp.models.shrink import split_overrides
 from plphp.models.tokenizer import _bpe_vocabulary, _special_tokens
 
 
@@ -111,16 +112,7 @@ def build_tiny_config(
     if (module := family(arch)) is not None:
         sizes = dict(num_layers=num_layers, hidden_size=hidden_size, num_heads=num_heads, num_kv_heads=num_kv_heads)
         return module.build_config(arch, **sizes, **overrides)
-    text_over: dict[str, Any] = {}
-    vision_over: dict[str, Any] = {}
-    top_over: dict[str, Any] = {}
-    for key, value in overrides.items():
-        if key.startswith("text_config__"):
-            text_over[key.removeprefix("text_config__")] = value
-        elif key.startswith("vision_config__"):
-            vision_over[key.removeprefix("vision_config__")] = value
-        else:
-            top_over[key] = value
+    text_over, vision_over, top_over = split_overrides(overrides)
 
     ids = _token_ids(arch)
     head_dim = hidden_size // num_heads
@@ -282,8 +274,8 @@ def save_tiny(arch: str, path: str | os.PathLike, *, seed: int = 0) -> pathlib.P
     build_tiny_model(arch, seed=seed).save_pretrained(path)
     processor = build_tiny_processor(arch)
     processor.save_pretrained(path)
-    if isinstance(processor, _TINY_PROCESSORS):
-        _write_processor_auto_map(path, type(processor).__name__)
+    if isinstance(processor, tiny_processor_classes()):
+        _write_processor_auto_map(path, type(processor))
     return path
 
 
@@ -303,16 +295,17 @@ def load_tiny(path: str | os.PathLike) -> tuple[Any, Any]:
 _AUTO_MAP_MODULE = "processing_plphp_tiny"
 
 
-def _write_processor_auto_map(path: pathlib.Path, class_name: str) -> None:
+def _write_processor_auto_map(path: pathlib.Path, cls: type) -> None:
     """Points `AutoProcessor` at plphp's processor class, for processes that never imported it.
 
     Without this, `AutoProcessor.from_pretrained` in such a process silently returns the
     tokenizer alone; with it, it asks for `trust_remote_code=True` and then imports the class
     from plphp (the written module only re-exports it).
     """
+    class_name = cls.__name__
     (path / f"{_AUTO_MAP_MODULE}.py").write_text(
         '"""Processor of a plphp tiny model: re-exported from plphp.models."""\n\n'
-        f"from plphp.models import {class_name}\n\n__all__ = [{class_name!r}]\n"
+        f"from {cls.__module__} import {class_name}\n\n__all__ = [{class_name!r}]\n"
     )
     config_file = path / "processor_config.json"
     config = json.loads(config_file.read_text())

@@ -151,6 +151,28 @@ def _bpe_vocabulary() -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
 
 def _build_tokenizer(arch: str) -> PreTrainedTokenizerFast:
     specials = _special_tokens(arch)
+    if arch in _QWEN_FAMILY or arch == "llava_onevision":
+        names = {"pad_token": "<|endoftext|>", "eos_token": "<|im_end|>"}
+    else:
+        names = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
+    return bpe_tokenizer(specials, _CHAT_TEMPLATES[arch], names)
+
+
+def bpe_tokenizer(
+    specials: tuple[str, ...],
+    chat_template: str,
+    names: dict[str, str],
+    named_tokens: dict[str, str] | None = None,
+) -> PreTrainedTokenizerFast:
+    """The tiny byte-level BPE tokenizer with `specials` first in its vocabulary (ids 0, 1, ...).
+
+    Args:
+        specials: special tokens, in id order.
+        chat_template: the Jinja chat template.
+        names: the standard special tokens (`pad_token`, `eos_token`, ...).
+        named_tokens: extra special tokens a processor reads as attributes (InternVL's
+            `start_image_token`, ...); the other specials become unnamed extra special tokens.
+    """
     base_tokens, merges = _bpe_vocabulary()
     vocab = {tok: i for i, tok in enumerate(specials)}
     for tok in base_tokens:
@@ -159,18 +181,14 @@ def _build_tokenizer(arch: str) -> PreTrainedTokenizerFast:
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     backend.add_special_tokens([AddedToken(tok, special=True, normalized=False) for tok in specials])
-
-    if arch in _QWEN_FAMILY or arch == "llava_onevision":
-        names = {"pad_token": "<|endoftext|>", "eos_token": "<|im_end|>"}
-    else:
-        names = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
-    extra = [tok for tok in specials if tok not in names.values()]
-    tokenizer = PreTrainedTokenizerFast(
+    extra: list[str] | dict[str, str] = [tok for tok in specials if tok not in names.values()]
+    if named_tokens:
+        extra = dict(named_tokens)
+    return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         padding_side="left",
-        chat_template=_CHAT_TEMPLATES[arch],
+        chat_template=chat_template,
         model_max_length=4096,
         extra_special_tokens=extra,
         **names,
     )
-    return tokenizer

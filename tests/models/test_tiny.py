@@ -22,6 +22,7 @@ EXPECTED_VISION_TOKENS = {
     "llava_onevision": (88, 70),
     "qwen2_vl": (16, 48),  # one token per 16x16 pixels after smart resizing
     "qwen2_5_vl": (16, 48),
+    "internvl": (80, 112),  # 32x32 tiles (2x2 / 3x2) plus a thumbnail, 16 tokens each
 }
 
 MIXED_SAMPLES = [
@@ -65,7 +66,7 @@ def test_config_shapes_and_token_ids_match_the_tokenizer(arch):
             ("vision_end_token_id", "<|vision_end|>"),
         ]:
             assert getattr(config, attr) == tokenizer.convert_tokens_to_ids(token)
-    else:
+    elif arch in ("llava", "llava_next", "llava_onevision"):
         assert config.image_token_id == tokenizer.convert_tokens_to_ids("<image>")
         assert tokenizer.convert_tokens_to_ids("<video>") != tokenizer.unk_token_id
     if arch == "llava_onevision":
@@ -166,6 +167,7 @@ def test_vision_tokens_in_the_mixed_batch(arch):
         "llava_onevision": [17 + 17, 70, 0],
         "qwen2_vl": [16 + 48, 24, 0],
         "qwen2_5_vl": [16 + 48, 24, 0],
+        "internvl": [80 + 112, 112, 0],
     }
     inputs = chat_inputs(models.build_tiny_processor(arch), mixed_samples())
     assert vision_counts(inputs, models.build_tiny_config(arch)) == expected[arch]
