@@ -9,6 +9,8 @@ ARCHITECTURES: tuple[str, ...] = (
     "qwen2_vl",
     "qwen2_5_vl",
     "internvl",
+    "idefics3",
+    "smolvlm",
 )
 
 _QWEN_FAMILY = ("qwen2_vl", "qwen2_5_vl")

@@ -22,6 +22,8 @@ from types import ModuleType
 #: Architecture name -> the module of `plphp.models` that builds it.
 FAMILY_OF: dict[str, str] = {
     "internvl": "tiny_internvl",
+    "idefics3": "tiny_idefics3",
+    "smolvlm": "tiny_idefics3",
 }
 
 

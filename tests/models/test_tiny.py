@@ -23,6 +23,8 @@ EXPECTED_VISION_TOKENS = {
     "qwen2_vl": (16, 48),  # one token per 16x16 pixels after smart resizing
     "qwen2_5_vl": (16, 48),
     "internvl": (80, 112),  # 32x32 tiles (2x2 / 3x2) plus a thumbnail, 16 tokens each
+    "idefics3": (160, 160),  # longest edge to 96: 3x3 sub-images of 32x32 plus a global image, 16 tokens each
+    "smolvlm": (160, 160),
 }
 
 MIXED_SAMPLES = [
@@ -154,7 +156,8 @@ def test_vision_tokens_per_image_size(arch):
         for w, h in [(64, 64), (128, 96)]
     )
     assert counts == EXPECTED_VISION_TOKENS[arch]
-    if arch != "llava":  # LLaVA-1.5 crops every image to one fixed square
+    # LLaVA-1.5 crops every image to one fixed square; Idefics3 / SmolVLM scale both to a 96-pixel square.
+    if arch not in ("llava", "idefics3", "smolvlm"):
         assert counts[0] != counts[1]
 
 
@@ -168,6 +171,8 @@ def test_vision_tokens_in_the_mixed_batch(arch):
         "qwen2_vl": [16 + 48, 24, 0],
         "qwen2_5_vl": [16 + 48, 24, 0],
         "internvl": [80 + 112, 112, 0],
+        "idefics3": [160 + 160, 112, 0],
+        "smolvlm": [160 + 160, 112, 0],
     }
     inputs = chat_inputs(models.build_tiny_processor(arch), mixed_samples())
     assert vision_counts(inputs, models.build_tiny_config(arch)) == expected[arch]
