@@ -11,6 +11,7 @@ ARCHITECTURES: tuple[str, ...] = (
     "internvl",
     "idefics3",
     "smolvlm",
+    "llava_next_video",
 )
 
 _QWEN_FAMILY = ("qwen2_vl", "qwen2_5_vl")

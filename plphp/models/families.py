@@ -24,6 +24,7 @@ FAMILY_OF: dict[str, str] = {
     "internvl": "tiny_internvl",
     "idefics3": "tiny_idefics3",
     "smolvlm": "tiny_idefics3",
+    "llava_next_video": "tiny_llava_next_video",
 }
 
 

@@ -22,7 +22,7 @@ from plphp.models.images import make_image
 #: Frames per second a hand-built video is sampled at (Qwen2.5-VL's `second_per_grid_ts` follows).
 VIDEO_FPS = 2.0
 #: Tiny architectures that take video input (`video_chat_inputs`).
-VIDEO_ARCHITECTURES: tuple[str, ...] = ("llava_onevision", "qwen2_vl", "qwen2_5_vl")
+VIDEO_ARCHITECTURES: tuple[str, ...] = ("llava_onevision", "qwen2_vl", "qwen2_5_vl", "llava_next_video")
 
 
 def make_video(num_frames: int, width: int, height: int, seed: int = 0) -> list[Image.Image]:

@@ -40,6 +40,9 @@ def _frame_sizes(arch, model, batch):
         per_frame = math.ceil(vision.image_size // vision.patch_size / 2) ** 2
         frames = batch["pixel_values_videos"].shape[1]
         video = [per_frame] * (frames - 1) + [per_frame + 1]
+    elif arch == "llava_next_video":  # average pooling by spatial_pool_stride, no newline
+        per_frame = (vision.image_size // vision.patch_size // model.config.spatial_pool_stride) ** 2
+        video = [per_frame] * batch["pixel_values_videos"].shape[1]
     else:  # one temporal patch per frame, 2x2 merged patches
         count, height, width = batch["video_grid_thw"][0].tolist()
         video = [height * width // vision.spatial_merge_size**2] * count

@@ -25,6 +25,7 @@ EXPECTED_VISION_TOKENS = {
     "internvl": (80, 112),  # 32x32 tiles (2x2 / 3x2) plus a thumbnail, 16 tokens each
     "idefics3": (160, 160),  # longest edge to 96: 3x3 sub-images of 32x32 plus a global image, 16 tokens each
     "smolvlm": (160, 160),
+    "llava_next_video": (88, 70),  # LLaVA-NeXT's images
 }
 
 MIXED_SAMPLES = [
@@ -68,10 +69,10 @@ def test_config_shapes_and_token_ids_match_the_tokenizer(arch):
             ("vision_end_token_id", "<|vision_end|>"),
         ]:
             assert getattr(config, attr) == tokenizer.convert_tokens_to_ids(token)
-    elif arch in ("llava", "llava_next", "llava_onevision"):
+    elif arch in ("llava", "llava_next", "llava_onevision", "llava_next_video"):
         assert config.image_token_id == tokenizer.convert_tokens_to_ids("<image>")
         assert tokenizer.convert_tokens_to_ids("<video>") != tokenizer.unk_token_id
-    if arch == "llava_onevision":
+    if arch in ("llava_onevision", "llava_next_video"):
         assert config.video_token_id == tokenizer.convert_tokens_to_ids("<video>")
 
 
@@ -173,6 +174,7 @@ def test_vision_tokens_in_the_mixed_batch(arch):
         "internvl": [80 + 112, 112, 0],
         "idefics3": [160 + 160, 112, 0],
         "smolvlm": [160 + 160, 112, 0],
+        "llava_next_video": [88 + 70, 70, 0],
     }
     inputs = chat_inputs(models.build_tiny_processor(arch), mixed_samples())
     assert vision_counts(inputs, models.build_tiny_config(arch)) == expected[arch]
