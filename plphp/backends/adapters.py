@@ -367,7 +367,9 @@ class Qwen2VLAdapter(ModelAdapter):
 
         `generate()` encodes the videos before the prefill call and passes no `video_grid_thw` to it,
         but M-RoPE `position_ids` (`[3 or 4, B, L]`, the temporal row third from the end): each
-        frame's tokens share a temporal position, which grows from one frame to the next.
+        frame's tokens share a temporal position, which grows from one frame to the next (Qwen2.5-VL
+        spaces frames by `tokens_per_second · second_per_grid_ts` positions, rounded down; frames
+        less than one position apart would read as one).
         """
         runs = video_runs(video_mask)
         grid, positions = inputs.get("video_grid_thw"), inputs.get("position_ids")

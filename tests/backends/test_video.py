@@ -151,3 +151,13 @@ def test_an_adapter_without_frames_refuses_segments_frame():
     assert torch.equal(
         adapter.prompt_segments(dict(images), vision, "frame"), adapter.prompt_segments(dict(images), vision, "image")
     )
+
+
+def test_the_segments_field_is_validated_and_described():
+    from plphp.errors import ConfigError
+
+    assert plphp.load_policy("plphp").segments == "image"
+    policy = plphp.load_policy("plphp", segments="frame")
+    assert policy.segments == "frame" and "segments=frame" in policy.describe()
+    with pytest.raises(ConfigError, match=r"policy\.segments: .*'image' or 'frame'"):
+        plphp.load_policy("plphp", segments="frames")
