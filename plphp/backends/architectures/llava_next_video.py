@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from plphp.backends.adapters import LlavaNextAdapter, fixed_frames
+from plphp.backends.adapters import LlavaNextAdapter
+from plphp.backends.frames import fixed_frames
 
 
 class LlavaNextVideoAdapter(LlavaNextAdapter):
