@@ -161,3 +161,34 @@ def test_the_segments_field_is_validated_and_described():
     assert policy.segments == "frame" and "segments=frame" in policy.describe()
     with pytest.raises(ConfigError, match=r"policy\.segments: .*'image' or 'frame'"):
         plphp.load_policy("plphp", segments="frames")
+
+
+def test_a_sample_with_an_image_and_a_video_next_to_a_text_only_sample(video):
+    """Left-padded batch of three: image + video, video alone, text alone; per-frame budgets, masked reference."""
+    from plphp.models import make_image
+    from plphp.models.video import make_video, video_chat_inputs
+
+    arch, model, _ = video
+    samples = [
+        ("both", [make_image(64, 64, seed=1)], [make_video(4, 64, 48, seed=2)]),
+        ("one video", [], [make_video(4, 64, 48, seed=3)]),
+        ("text only", [], []),
+    ]
+    batch = video_chat_inputs(tiny_vlm(arch).processor, samples)
+    adapter = get_registry().adapter_for(model)
+    vision = adapter.vision_mask(batch["input_ids"]) & batch["attention_mask"].bool()
+    segments = adapter.prompt_segments(dict(batch), vision, "frame")
+    frames = 2 if arch.startswith("qwen") else 4  # Qwen groups input frames in pairs (temporal_patch_size)
+    assert [int(row.max()) + 1 for row in segments] == [1 + frames, frames, 0]
+    policy = {"segments": "frame", "start_layer": 1, "allocator": {"name": "uniform", "retention": RETENTION}}
+    model.set_attn_implementation({"text_config": "eager"})
+    try:
+        pruned, report = _run(model, batch, "greedy", policy)
+        reference, _ = _run(model, batch, "greedy", policy, "mask")
+    finally:
+        model.set_attn_implementation({"text_config": "sdpa"})
+    sizes = [[int((row == s).sum()) for s in range(int(row.max()) + 1)] for row in segments]
+    assert report.layers[1].budget == [sum(kept_count(RETENTION, n) for n in sample) for sample in sizes]
+    assert torch.equal(pruned.sequences, reference.sequences)
+    for a, b in zip(pruned.logits, reference.logits):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
