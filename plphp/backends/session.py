@@ -180,16 +180,19 @@ class Session:
         self._cache = None
 
     # -- driving a prefill by hand -----------------------------------------------------------------
-    def begin_prefill(self, cache: Cache, input_ids: torch.Tensor, attention_mask: Any = None) -> PromptInfo | None:
+    def begin_prefill(
+        self, cache: Cache, input_ids: torch.Tensor, attention_mask: Any = None, **inputs: Any
+    ) -> PromptInfo | None:
         """Start a prefill on `cache` without running the model, as the forward pre-hook does.
 
         For tools that fill a cache themselves (the benchmark's synthetic prefill): call
         `record_stats` for each layer after its keys are in the cache, then `end_prefill`.
+        `inputs` are other model inputs the adapter reads (`video_grid_thw` under `segments: frame`).
 
         Returns:
             The prompt's `PromptInfo`, or None when it holds no vision tokens (nothing to prune).
         """
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "past_key_values": cache}
+        kwargs = {**inputs, "input_ids": input_ids, "attention_mask": attention_mask, "past_key_values": cache}
         self._before_forward(self.model, (), kwargs)
         return self._prefill.prompt if self._prefill is not None else None
 

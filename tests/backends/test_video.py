@@ -192,3 +192,20 @@ def test_a_sample_with_an_image_and_a_video_next_to_a_text_only_sample(video):
     assert torch.equal(pruned.sequences, reference.sequences)
     for a, b in zip(pruned.logits, reference.logits):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_a_prefill_driven_by_hand_reads_the_video_grid_it_is_given():
+    from transformers.cache_utils import DynamicCache
+
+    vlm = tiny_vlm("qwen2_vl")
+    batch = vlm.inputs["video"]
+    with plphp.apply(vlm.model, "plphp", segments="frame") as session:
+        prompt = session.begin_prefill(
+            DynamicCache(config=vlm.model.config),
+            batch["input_ids"],
+            batch["attention_mask"],
+            video_grid_thw=batch["video_grid_thw"],
+        )
+        with pytest.raises(UnsupportedModelError, match="video_grid_thw"):
+            session.begin_prefill(DynamicCache(config=vlm.model.config), batch["input_ids"], batch["attention_mask"])
+    assert [len(prompt.segments(b)) for b in range(2)] == [1, int(batch["video_grid_thw"][0, 0])]
