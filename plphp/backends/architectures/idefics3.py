@@ -10,7 +10,9 @@ picture, downscaled); a pixel shuffle (`scale_factor`) folds each one's patches 
 (a small image is the last line alone). Only `<image>` tokens are vision tokens; the markers are
 text. All of an image's sub-images and its global image are one segment. `pixel_values` are 5-D
 (`[B, images, 3, H, W]`) and padded with all-zero images, which the model skips, so the prompt's
-ids are again the record of which tokens belong to which image.
+ids are again the record of which tokens belong to which image. SmolVLM's processor writes a video
+as one unsplit image per frame (with timestamps as text), so each frame is a segment of its own
+under either `segments` value.
 """
 
 from __future__ import annotations
