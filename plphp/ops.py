@@ -17,11 +17,12 @@ from plphp.stats import PromptInfo
 def kept_count(retention: float, num_tokens: int) -> int:
     """How many of `num_tokens` vision tokens a retention rate keeps: `⌈retention · num_tokens⌉`.
 
-    A tolerance of 1e-6 keeps float noise (0.3 · 10 = 3.0000000000000004) from adding a token.
+    A tolerance of 1e-6 per token keeps float noise from adding a token: 0.3 · 10 = 3.0000000000000004,
+    and a float32 0.3 (0.30000001192...) · 160 = 48.0000019.
     """
     if num_tokens <= 0:
         return 0
-    return max(0, min(num_tokens, math.ceil(retention * num_tokens - 1e-6)))
+    return max(0, min(num_tokens, math.ceil(retention * num_tokens - 1e-6 * num_tokens)))
 
 
 def budget_per_sample(retention: torch.Tensor, prompt: PromptInfo) -> list[int]:

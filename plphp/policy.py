@@ -24,6 +24,8 @@ from plphp.stats import LayerStats, PromptInfo
 from plphp.validation import StrictNumbers, shown, validate
 
 STAGES = ("decode", "prefill")
+#: How vision tokens group into segments, each of which keeps its own share of the budget.
+SEGMENT_UNITS = ("image", "frame")
 #: Extensions of policy and run config files.
 CONFIG_SUFFIXES = (".yaml", ".yml", ".toml")
 
@@ -65,6 +67,11 @@ class PolicyConfig(StrictNumbers):
     rank_by: Literal["own_layer", "layer_before_start"] = Field(
         "own_layer",
         description="whose statistics rank a layer's tokens: its own (PLPHP) or those of layer K-1 for all (FastV)",
+    )
+    segments: Literal["image", "frame"] = Field(
+        "image",
+        description="what keeps its own share of the budget: each image and each whole video (image), "
+        "or each image and each video frame (frame)",
     )
     collector: dict[str, Any] = Field(default_factory=lambda: {"name": "last_token"})
     allocator: dict[str, Any] = Field(default_factory=lambda: {"name": "uniform"})
@@ -113,6 +120,8 @@ class Policy:
         rank_by: "own_layer" (each layer ranks tokens by its own statistics) or "layer_before_start"
             (every pruned layer uses the statistics of layer `start_layer - 1`, as FastV does). The
             prefill stage always ranks by the layer before each drop.
+        segments: "image" (each image and each whole video is a segment, which keeps its own share
+            of the budget) or "frame" (each image and each video frame is one).
         name: what reports, tables and figures call the policy: the config's `name`, else the
             file's stem for a policy file, else the preset's name, else "custom".
     """
@@ -124,6 +133,7 @@ class Policy:
     start_layer: int = 0
     end_layer: int | None = None
     rank_by: str = "own_layer"
+    segments: str = "image"
     name: str = "custom"
     config: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
@@ -143,6 +153,7 @@ class Policy:
         return (
             f"{self.name}: stage={self.stage}, layers {self.start_layer}..{self.end_layer or 'end'}, "
             + (f"rank_by={self.rank_by}, " if self.rank_by != "own_layer" else "")
+            + (f"segments={self.segments}, " if self.segments != "image" else "")
             + f"{self.collector!r}, {self.allocator!r}, {self.selector!r}"
         )
 
@@ -310,6 +321,7 @@ def policy_from_config(data: Mapping[str, Any]) -> Policy:
         start_layer=config.start_layer,
         end_layer=config.end_layer,
         rank_by=config.rank_by,
+        segments=config.segments,
         name=name,
         config={**config.model_dump(), "name": name},
     )

@@ -20,8 +20,10 @@ class PromptInfo:
 
     Attributes:
         vision_mask: `[B, L]` bool, True at vision (image / video) token positions.
-        segment_ids: `[B, L]` long, the index of the image a vision token belongs to within its
-            sample (0, 1, ...), -1 at text and padding positions.
+        segment_ids: `[B, L]` long, the index of the segment a vision token belongs to within its
+            sample (0, 1, ...), -1 at text and padding positions. A segment is an image (all its tiles
+            included) or a video, or a video frame under the policy's `segments: frame`; each keeps its
+            own share of the budget.
         key_valid: `[B, L]` bool, False at padding positions.
         num_layers: decoder layers of the language model.
         num_heads: query heads per layer.
@@ -76,7 +78,7 @@ class PromptInfo:
         return self.num_heads // self.num_kv_heads
 
     def segments(self, batch_index: int) -> list[torch.Tensor]:
-        """Positions of each image's vision tokens in sample `batch_index`, in image order."""
+        """Positions of each segment's (image's, video's or frame's) vision tokens in sample `batch_index`, in order."""
         return self._segments[batch_index]
 
     @cached_property

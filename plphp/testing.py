@@ -79,9 +79,15 @@ class CaseResult:
 
 @functools.cache
 def tiny_vlm(architecture: str) -> TinyVLM:
-    """Build (once per process) a tiny random model of `architecture` and its test inputs."""
+    """Build (once per process) a tiny random model of `architecture` and its test inputs.
+
+    Inputs: "batch1" (one image), "batch3" (left padding; 2, 1 and 0 images) and, for architectures
+    that take video (`plphp.models.video.VIDEO_ARCHITECTURES`), "video" (an image sample and a
+    6-frame video sample, left-padded).
+    """
     from plphp.backends.inputs import chat_inputs
     from plphp.models import build_tiny_model, build_tiny_processor, make_image
+    from plphp.models.video import VIDEO_ARCHITECTURES, make_video, video_chat_inputs
 
     model = build_tiny_model(architecture, seed=0)
     processor = build_tiny_processor(architecture)
@@ -94,7 +100,17 @@ def tiny_vlm(architecture: str) -> TinyVLM:
             ("say something about the weather", []),
         ],
     )
-    return TinyVLM(architecture, model, processor, {"batch1": single, "batch3": batch})
+    inputs = {"batch1": single, "batch3": batch}
+    if architecture in VIDEO_ARCHITECTURES:
+        # An image sample and a video sample (6 frames), left-padded: mixed image-and-video batches.
+        inputs["video"] = video_chat_inputs(
+            processor,
+            [
+                ("describe the picture", [make_image(96, 64, seed=5)], []),
+                ("what happens in the video", [], [make_video(6, 64, 48, seed=6)]),
+            ],
+        )
+    return TinyVLM(architecture, model, processor, inputs)
 
 
 # -- component checks on random tensors -----------------------------------------------------------
@@ -237,7 +253,8 @@ def check_policy(
         architectures: which tiny architectures to run (default: every one `plphp.models` builds,
             `plphp.models.ARCHITECTURES`); a `TinyVLM` of your own runs a model plphp does not
             build (an architecture a plugin adds an adapter for), on the inputs it holds.
-        batches: "batch1" (one image) and / or "batch3" (left padding; 2, 1 and 0 images): keys
+        batches: "batch1" (one image), "batch3" (left padding; 2, 1 and 0 images) and / or "video"
+            (an image sample and a video sample; architectures without video input skip it): keys
             of each `TinyVLM.inputs`.
         tolerance: maximum logit difference between pruning and the masked reference.
         **overrides: merged into the policy config.
@@ -264,6 +281,8 @@ def check_policy(
         model.set_attn_implementation({"text_config": "eager"})
         try:
             for batch in batches:
+                if batch not in vlm.inputs and batch == "video":
+                    continue
                 where = f"policy {resolved.name!r} ({resolved.stage} stage) on {architecture}, {batch}"
                 inputs = vlm.inputs[batch]
                 try:

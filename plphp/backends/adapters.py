@@ -7,13 +7,16 @@ Adapters are plugins: this module registers the built-in ones through the `plphp
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 
+from plphp.backends.frames import fixed_frames, split_segments, video_runs
 from plphp.backends.layout import TokenLayout, anyres_layout, unpadded_grid
 from plphp.backends.prefill import gather_slots
+from plphp.errors import UnsupportedModelError
 from plphp.hookspecs import hookimpl
 
 _LAYER_TYPE_REASONS = {
@@ -35,6 +38,8 @@ class ModelAdapter:
     text_config_key: ClassVar[str] = "text_config"
     #: Config attributes holding vision token ids.
     vision_token_attributes: ClassVar[tuple[str, ...]] = ("image_token_id", "video_token_id")
+    #: Those of `vision_token_attributes` that stand for video features.
+    video_token_attributes: ClassVar[tuple[str, ...]] = ("video_token_id",)
 
     def __init__(self, model: Any):
         self.model = model
@@ -153,6 +158,47 @@ class ModelAdapter:
         """Vision tokens per image when the architecture fixes it, else None."""
         return None
 
+    def prompt_segments(
+        self, inputs: Mapping[str, Any], vision_mask: torch.Tensor, unit: str = "image"
+    ) -> torch.Tensor:
+        """`[B, L]` segment of each vision token (-1 elsewhere): what the session gives the policy.
+
+        Each segment keeps its own share of the budget. The session calls this once per prefill.
+
+        Args:
+            inputs: the model's keyword inputs of the prefill call: `input_ids`, and where the
+                model takes them `image_grid_thw`, `video_grid_thw`, `pixel_values_videos`, ...
+            vision_mask: `[B, L]` the vision positions (padding excluded).
+            unit: "image": `segment_ids` (one segment per image and per whole video); "frame":
+                every video is split into its frames (`video_frames`), images stay whole.
+        """
+        input_ids = inputs["input_ids"]
+        segments = self.segment_ids(input_ids, vision_mask)
+        video = vision_mask & self.video_mask(input_ids)
+        if unit == "image" or not bool(video.any()):
+            return segments
+        frames = self.video_frames(inputs, video)
+        return split_segments(segments, torch.where(video, frames, torch.zeros_like(frames)))
+
+    def video_token_ids(self) -> list[int]:
+        """Token ids that stand for video features (a subset of `vision_token_ids`)."""
+        values = (getattr(self.config, attribute, None) for attribute in self.video_token_attributes)
+        return [int(value) for value in values if value is not None]
+
+    def video_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """`[B, L]` bool, True at video token positions."""
+        return torch.isin(input_ids, torch.tensor(self.video_token_ids(), device=input_ids.device))
+
+    def video_frames(self, inputs: Mapping[str, Any], video_mask: torch.Tensor) -> torch.Tensor:
+        """`[B, L]` long: the frame of its video each video token belongs to (0, 1, ...; any value elsewhere).
+
+        Used by `segments: frame`. The base class knows no frames and refuses.
+        """
+        raise UnsupportedModelError(
+            f"policy.segments: 'frame' needs the video frames of {type(self.model).__name__}, which adapter "
+            f"{self.name!r} does not know; use segments 'image' (one segment per whole video)"
+        )
+
     # -- where vision tokens lie on the picture ---------------------------------------------------
     def image_layout(self, inputs: Mapping[str, Any], image: int, num_tokens: int) -> TokenLayout:
         """The patch each vision token of one image stands for (`plphp.backends.layout`).
@@ -258,6 +304,14 @@ class LlavaNextAdapter(ModelAdapter):
         rows, cols = unpadded_grid(size, (down * side, across * side), max_tiles, side)
         return anyres_layout(side, (down, across), (rows, cols))
 
+    def video_frames(self, inputs: Mapping[str, Any], video_mask: torch.Tensor) -> torch.Tensor:
+        """OneVision pools each frame's patch grid 2×2 (rounding up) and ends a video with one newline
+        token (`get_video_features`), which counts in the last frame."""
+        if getattr(self.config, "video_token_id", None) is None:
+            return super().video_frames(inputs, video_mask)
+        side = math.ceil(self.config.vision_config.image_size // self.config.vision_config.patch_size / 2)
+        return fixed_frames(video_mask, side * side, trailer=1)
+
 
 class Qwen2VLAdapter(ModelAdapter):
     """Qwen2-VL and Qwen2.5-VL: images framed by vision start / end tokens, M-RoPE positions."""
@@ -281,6 +335,41 @@ class Qwen2VLAdapter(ModelAdapter):
         if frames != 1:
             return TokenLayout.strip(num_tokens)
         return TokenLayout.grid(height // merge, width // merge)
+
+    def video_frames(self, inputs: Mapping[str, Any], video_mask: torch.Tensor) -> torch.Tensor:
+        """A video's tokens are its `video_grid_thw` (t, h, w) patches merged `spatial_merge_size²` to
+        one, frame after frame; a frame here is one temporal patch (`temporal_patch_size` input frames).
+
+        `generate()` encodes the videos before the prefill call and passes no `video_grid_thw` to it,
+        but M-RoPE `position_ids` (`[3 or 4, B, L]`, the temporal row third from the end): each
+        frame's tokens share a temporal position, which grows from one frame to the next (Qwen2.5-VL
+        spaces frames by `tokens_per_second · second_per_grid_ts` positions, rounded down; frames
+        less than one position apart would read as one).
+        """
+        runs = video_runs(video_mask)
+        grid, positions = inputs.get("video_grid_thw"), inputs.get("position_ids")
+        frames = torch.zeros(video_mask.shape, dtype=torch.long, device=video_mask.device)
+        if grid is None and isinstance(positions, torch.Tensor) and positions.dim() == 3 and positions.shape[0] >= 3:
+            temporal = positions[-3].to(video_mask.device).expand(video_mask.shape[0], -1)
+            for row, run in runs:
+                steps = temporal[row, run]
+                frames[row, run[1:]] = (steps[1:] != steps[:-1]).long().cumsum(0)
+            return frames
+        if grid is None or len(grid) != len(runs):
+            raise UnsupportedModelError(
+                f"video_grid_thw: segments 'frame' needs one (t, h, w) row per video (or M-RoPE position_ids); the "
+                f"prompt holds {len(runs)} videos and video_grid_thw {None if grid is None else len(grid)} rows"
+            )
+        merge = int(getattr(self.config.vision_config, "spatial_merge_size", 1) or 1)
+        for (row, run), (count, height, width) in zip(runs, grid.tolist(), strict=True):
+            per_frame = height * width // merge**2
+            if count * per_frame != len(run):
+                raise UnsupportedModelError(
+                    f"video_grid_thw: a row ({count}, {height}, {width}) gives {count * per_frame} tokens, "
+                    f"but its video holds {len(run)}"
+                )
+            frames[row, run] = torch.arange(len(run), device=run.device) // per_frame
+        return frames
 
 
 BUILTIN_ADAPTERS = [LlavaAdapter, LlavaNextAdapter, Qwen2VLAdapter]

@@ -196,16 +196,19 @@ class Session:
         self._cache = None
 
     # -- driving a prefill by hand -----------------------------------------------------------------
-    def begin_prefill(self, cache: Cache, input_ids: torch.Tensor, attention_mask: Any = None) -> PromptInfo | None:
+    def begin_prefill(
+        self, cache: Cache, input_ids: torch.Tensor, attention_mask: Any = None, **inputs: Any
+    ) -> PromptInfo | None:
         """Start a prefill on `cache` without running the model, as the forward pre-hook does.
 
         For tools that fill a cache themselves (the benchmark's synthetic prefill): call
         `record_stats` for each layer after its keys are in the cache, then `end_prefill`.
+        `inputs` are other model inputs the adapter reads (`video_grid_thw` under `segments: frame`).
 
         Returns:
             The prompt's `PromptInfo`, or None when it holds no vision tokens (nothing to prune).
         """
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "past_key_values": cache}
+        kwargs = {**inputs, "input_ids": input_ids, "attention_mask": attention_mask, "past_key_values": cache}
         self._before_forward(self.model, (), kwargs)
         return self._prefill.prompt if self._prefill is not None else None
 
@@ -239,7 +242,7 @@ class Session:
                     "their logits do not exist; score with a decode-stage policy (its prefill is exact)"
                 )
             self.observers.emit("on_prefill_start", self)
-            self._start_prefill(self._cache, input_ids, kwargs.get("attention_mask"))
+            self._start_prefill(self._cache, input_ids, kwargs.get("attention_mask"), kwargs)
             self.observers.emit("on_prompt", self, self._prefill.prompt if self._prefill is not None else None)
         elif self._cache is not None:
             rows = input_ids if input_ids is not None else kwargs.get("inputs_embeds")
@@ -284,7 +287,11 @@ class Session:
         self.observers.emit("on_layer_stats", self, layer_idx, stats)
 
     # -- prefill ---------------------------------------------------------------------------------
-    def _start_prefill(self, cache: Cache, input_ids: torch.Tensor | None, attention_mask: Any) -> None:
+    def _start_prefill(
+        self, cache: Cache, input_ids: torch.Tensor | None, attention_mask: Any, inputs: dict[str, Any]
+    ) -> None:
+        """Set up a prefill; `inputs` are the model call's keyword inputs (the adapter's `prompt_segments` reads
+        `video_grid_thw` and the like there)."""
         self._prefill = None
         if input_ids is None:
             self.reports.append(
@@ -311,7 +318,9 @@ class Session:
             return
         prompt = PromptInfo(
             vision_mask=vision_mask,
-            segment_ids=self.adapter.segment_ids(input_ids, vision_mask),
+            segment_ids=self.adapter.prompt_segments(
+                {**inputs, "input_ids": input_ids}, vision_mask, self.policy.segments
+            ),
             key_valid=key_valid,
             num_layers=self.adapter.num_layers,
             num_heads=self.adapter.num_heads,

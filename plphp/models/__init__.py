@@ -6,8 +6,9 @@ architectures with random weights (`plphp.models.tiny`, `plphp.models.processors
 
 Everything here is built offline from configs: no weights, tokenizers or processors are
 downloaded. Each model is a real transformers class (LLaVA, LLaVA-NeXT, LLaVA-OneVision,
-Qwen2-VL, Qwen2.5-VL, and in their own modules (`plphp.models.families`) Qwen3-VL, Qwen3.5,
-Gemma 3, Mistral 3) with a few decoder layers, grouped-query attention (4 query heads, 2 KV
+Qwen2-VL, Qwen2.5-VL, and in `plphp.models.families`' modules Qwen3-VL, Qwen3.5, Gemma 3,
+Mistral 3, InternVL, Idefics3, SmolVLM and LLaVA-NeXT-Video) with a few decoder layers,
+grouped-query attention (4 query heads, 2 KV
 heads, head_dim 16), a two-layer vision tower and a vocabulary of a few hundred tokens.
 The processors are the architectures' own processors around a small byte-level BPE tokenizer
 trained in code on a built-in corpus, with a chat template.
@@ -23,7 +24,9 @@ LLaVA 36 / 36 / 36 (fixed 48x48 crop), LLaVA-NeXT and LLaVA-OneVision 88 / 70 / 
 tiling over 32x32 tiles; in a OneVision sample with several images every image has 17), Qwen2-VL
 and Qwen2.5-VL 16 / 48 / 48 (one token per 16x16 pixels, between 4 and 100), Qwen3-VL and
 Qwen3.5 the same, Mistral 3 16 / 48 / 48 `[IMG]` tokens (plus one break or end token per row),
-Gemma 3 16 (a fixed 64x64 input pooled to 4x4).
+Gemma 3 16 (a fixed 64x64 input pooled to 4x4), InternVL 80 / 112 / 112 (32x32 tiles plus a
+thumbnail, 16 tokens each), Idefics3 and SmolVLM 160 / 160 / 160 (3x3 sub-images plus a global
+image, 16 tokens each). Videos: `plphp.models.video`.
 
 Examples:
     >>> from plphp import models

@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
-ARCHITECTURES: tuple[str, ...] = ("llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl")
-ARCHITECTURES += ("qwen3_vl", "gemma3", "mistral3", "qwen3_5")
+ARCHITECTURES: tuple[str, ...] = (
+    "llava",
+    "llava_next",
+    "llava_onevision",
+    "qwen2_vl",
+    "qwen2_5_vl",
+    "qwen3_vl",
+    "qwen3_5",
+    "gemma3",
+    "mistral3",
+    "internvl",
+    "idefics3",
+    "smolvlm",
+    "llava_next_video",
+)
 
 _QWEN_FAMILY = ("qwen2_vl", "qwen2_5_vl")
 
@@ -28,20 +41,6 @@ _CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 # tiny model nearly uniform attention (every vision token scored alike) and near-constant logits;
 # at 0.2 attention is peaked and differs between layers and heads, and greedy decoding varies.
 _TEXT_INIT_STD = 0.2
-
-
-def split_overrides(overrides: dict) -> tuple[dict, dict, dict]:
-    """`build_tiny_config`'s overrides as (text config, vision config, top-level config) arguments:
-    `text_config__name` and `vision_config__name` go to the sub-configs, a plain name to the top."""
-    text, vision, top = {}, {}, {}
-    for key, value in overrides.items():
-        if key.startswith("text_config__"):
-            text[key.removeprefix("text_config__")] = value
-        elif key.startswith("vision_config__"):
-            vision[key.removeprefix("vision_config__")] = value
-        else:
-            top[key] = value
-    return text, vision, top
 
 
 def _check_arch(arch: str) -> None:

@@ -26,6 +26,10 @@ FAMILY_OF: dict[str, str] = {
     "qwen3_5": "tiny_qwen3_vl",
     "gemma3": "tiny_gemma3",
     "mistral3": "tiny_mistral3",
+    "internvl": "tiny_internvl",
+    "idefics3": "tiny_idefics3",
+    "smolvlm": "tiny_idefics3",
+    "llava_next_video": "tiny_llava_next_video",
 }
 
 

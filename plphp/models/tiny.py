@@ -34,6 +34,7 @@ from plphp.models.common import (
 )
 from plphp.models.families import family
 from plphp.models.processors import build_tiny_processor, register_processors, tiny_processor_classes
+from plphp.models.shrink import split_overrides
 from plphp.models.tokenizer import _bpe_vocabulary, _special_tokens
 
 
@@ -111,16 +112,7 @@ def build_tiny_config(
     if (module := family(arch)) is not None:
         sizes = dict(num_layers=num_layers, hidden_size=hidden_size, num_heads=num_heads, num_kv_heads=num_kv_heads)
         return module.build_config(arch, **sizes, **overrides)
-    text_over: dict[str, Any] = {}
-    vision_over: dict[str, Any] = {}
-    top_over: dict[str, Any] = {}
-    for key, value in overrides.items():
-        if key.startswith("text_config__"):
-            text_over[key.removeprefix("text_config__")] = value
-        elif key.startswith("vision_config__"):
-            vision_over[key.removeprefix("vision_config__")] = value
-        else:
-            top_over[key] = value
+    text_over, vision_over, top_over = split_overrides(overrides)
 
     ids = _token_ids(arch)
     head_dim = hidden_size // num_heads

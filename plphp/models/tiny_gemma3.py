@@ -22,7 +22,8 @@ from transformers import (
     SiglipVisionConfig,
 )
 
-from plphp.models.common import _PATCH_SIZE, _TEXT_INIT_STD, split_overrides
+from plphp.models.common import _PATCH_SIZE, _TEXT_INIT_STD
+from plphp.models.shrink import split_overrides
 from plphp.models.tokenizer import build_tokenizer
 
 IMAGE_SIZE = 64  # 8x8 patches of 8 pixels

@@ -21,7 +21,8 @@ from transformers import (
     ProcessorMixin,
 )
 
-from plphp.models.common import _CLIP_MEAN, _CLIP_STD, _PATCH_SIZE, _TEXT_INIT_STD, split_overrides
+from plphp.models.common import _CLIP_MEAN, _CLIP_STD, _PATCH_SIZE, _TEXT_INIT_STD
+from plphp.models.shrink import split_overrides
 from plphp.models.tokenizer import build_tokenizer
 
 LONGEST_EDGE = 128  # pixels; at most 8 x 8 = 64 [IMG] tokens

@@ -18,8 +18,8 @@ from plphp.models.common import (
     _QWEN_MAX_PIXELS,
     _QWEN_MIN_PIXELS,
     _TEXT_INIT_STD,
-    split_overrides,
 )
+from plphp.models.shrink import split_overrides
 from plphp.models.tokenizer import _CHAT_TEMPLATES, _build_tokenizer
 
 #: Vision blocks whose features DeepStack adds to the first decoder layers (one decoder layer each):

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from transformers import CLIPVisionConfig, LlavaConfig, SiglipVisionConfig
 
 from plphp.backends.adapters import LlavaAdapter, ModelAdapter
+from plphp.backends.frames import fixed_frames, video_runs
+from plphp.errors import UnsupportedModelError
 
 IMAGE, VIDEO = 7, 8
 
@@ -68,3 +70,46 @@ def test_llava_adapter_counts_tokens_per_image_like_the_processor(tower, strateg
     config = LlavaConfig(vision_config=vision, vision_feature_select_strategy=strategy)
     model = type("Model", (), {"config": config})()
     assert LlavaAdapter(model).tokens_per_image() == expected
+
+
+@given(
+    st.lists(
+        st.lists(st.sampled_from([1, IMAGE, IMAGE, VIDEO, VIDEO, VIDEO]), min_size=1, max_size=40),
+        min_size=1,
+        max_size=3,
+    ),
+    st.integers(1, 5),
+)
+def test_frame_segments_match_the_plain_loop(rows, per_frame):
+    """Under `segments: frame` every video run is cut into `per_frame`-token frames; images stay whole."""
+
+    class _Frames(_Adapter):
+        def video_frames(self, inputs, video_mask):
+            return fixed_frames(video_mask, per_frame)
+
+    length = max(len(r) for r in rows)
+    ids = torch.tensor([[0] * (length - len(r)) + r for r in rows])
+    adapter = _Frames(None)
+    vision = adapter.vision_mask(ids)
+    runs = [len(run) for _, run in video_runs(ids == VIDEO)]
+    if any(n % per_frame for n in runs):
+        with pytest.raises(UnsupportedModelError, match="whole number"):
+            adapter.prompt_segments({"input_ids": ids}, vision, "frame")
+        return
+    got = adapter.prompt_segments({"input_ids": ids}, vision, "frame").tolist()
+    expected = []
+    for row in ids.tolist():
+        out, segment, run, previous = [], -1, 0, None
+        for token in row:
+            if token not in (IMAGE, VIDEO):
+                out.append(-1)
+                previous = None
+                continue
+            if previous != token or (token == VIDEO and run == per_frame):
+                segment, run = segment + 1, 0
+            out.append(segment)
+            run += 1
+            previous = token
+        expected.append(out)
+    assert got == expected
+    assert torch.equal(adapter.prompt_segments({"input_ids": ids}, vision, "image"), adapter.segment_ids(ids, vision))

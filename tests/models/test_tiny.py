@@ -26,10 +26,14 @@ EXPECTED_VISION_TOKENS = {
     "qwen3_5": (16, 48),
     "gemma3": (16, 16),  # a fixed 64x64 input pooled to 4x4
     "mistral3": (16, 48),  # one [IMG] per 16x16 pixels (plus a break or end token per row)
+    "internvl": (80, 112),  # 32x32 tiles (2x2 / 3x2) plus a thumbnail, 16 tokens each
+    "idefics3": (160, 160),  # longest edge to 96: 3x3 sub-images of 32x32 plus a global image, 16 tokens each
+    "smolvlm": (160, 160),
+    "llava_next_video": (88, 70),  # LLaVA-NeXT's images
 }
 #: The image token of the architectures whose token is not LLaVA's "<image>" (Qwen's are checked apart).
 IMAGE_TOKENS = {"gemma3": "<image_soft_token>", "mistral3": "[IMG]"}
-FIXED_IMAGE_SIZE = ("llava", "gemma3")
+FIXED_IMAGE_SIZE = ("llava", "gemma3", "idefics3", "smolvlm")
 
 MIXED_SAMPLES = [
     ("Compare the two images.", [(64, 64, 1), (128, 96, 2)]),
@@ -75,10 +79,10 @@ def test_config_shapes_and_token_ids_match_the_tokenizer(arch):
             assert getattr(config, attr) == tokenizer.convert_tokens_to_ids(token)
     elif arch in IMAGE_TOKENS:
         assert config.image_token_id == tokenizer.convert_tokens_to_ids(IMAGE_TOKENS[arch])
-    else:
+    elif arch in ("llava", "llava_next", "llava_onevision", "llava_next_video"):
         assert config.image_token_id == tokenizer.convert_tokens_to_ids("<image>")
         assert tokenizer.convert_tokens_to_ids("<video>") != tokenizer.unk_token_id
-    if arch == "llava_onevision":
+    if arch in ("llava_onevision", "llava_next_video"):
         assert config.video_token_id == tokenizer.convert_tokens_to_ids("<video>")
 
 
@@ -163,7 +167,9 @@ def test_vision_tokens_per_image_size(arch):
         for w, h in [(64, 64), (128, 96)]
     )
     assert counts == EXPECTED_VISION_TOKENS[arch]
-    if arch not in FIXED_IMAGE_SIZE:  # LLaVA-1.5 and Gemma 3 resize every image to one fixed square
+    # LLaVA-1.5 crops and Gemma 3 resizes every image to one fixed square; Idefics3 / SmolVLM scale
+    # both to a 96-pixel square.
+    if arch not in FIXED_IMAGE_SIZE:
         assert counts[0] != counts[1]
 
 
@@ -180,6 +186,10 @@ def test_vision_tokens_in_the_mixed_batch(arch):
         "qwen3_5": [16 + 48, 24, 0],
         "gemma3": [16 + 16, 16, 0],
         "mistral3": [16 + 48, 24, 0],
+        "internvl": [80 + 112, 112, 0],
+        "idefics3": [160 + 160, 112, 0],
+        "smolvlm": [160 + 160, 112, 0],
+        "llava_next_video": [88 + 70, 70, 0],
     }
     inputs = chat_inputs(models.build_tiny_processor(arch), mixed_samples())
     assert vision_counts(inputs, models.build_tiny_config(arch)) == expected[arch]

@@ -29,6 +29,7 @@ def test_kept_count_is_ceil_and_monotone(r1, r2, n):
     assert kept_count(1.0, n) == n and kept_count(0.0, n) == 0
     assert kept_count(high, n) >= math.floor(high * n)
     assert kept_count(0.3, 10) == 3  # float noise does not add a token
+    assert kept_count(float(torch.tensor(0.3)), 160) == 48  # nor does float32 noise on a large image
 
 
 @given(prompts(), st.integers(0, 10_000), rates, st.sampled_from(["mean", "max"]))
