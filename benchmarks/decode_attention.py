@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--bandwidth-mb", type=int, default=256, help="buffer of the bandwidth kernel, MB")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -51,7 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     for batch in (int(part) for part in args.batch.split(",")):
         with console.status(f"batch {batch}"):
             result = measure_kernels(
-                shape, batch, context, dtype=DTYPES[args.dtype], device=args.device, rounds=args.rounds
+                shape,
+                batch,
+                context,
+                dtype=DTYPES[args.dtype],
+                device=args.device,
+                rounds=args.rounds,
+                bandwidth_mb=args.bandwidth_mb,
             )
             if args.device == "cpu" and args.dtype == "float32":
                 result["score_product_GFLOPs_by_rows"] = matmul_rates(shape, batch, context)

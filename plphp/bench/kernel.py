@@ -44,6 +44,7 @@ def measure_kernels(
     device: str = "cpu",
     rounds: int = 5,
     layers: int | None = None,
+    bandwidth_mb: int = 256,
 ) -> dict[str, Any]:
     """Seconds per attention call and K/V read bandwidth of each kernel, on `layers` caches (default:
     the shape's layer count) of `context` slots each, views of buffers with 128 spare slots as
@@ -74,7 +75,7 @@ def measure_kernels(
             synchronize(torch.device(device))
             if index:  # the first round warms up
                 seconds[name].append((time.perf_counter() - start) / layers)
-    bandwidth = measure_bandwidth(device)
+    bandwidth = measure_bandwidth(device, megabytes=bandwidth_mb)
     read = 2 * caches[0][0].numel() * caches[0][0].element_size()
     out: dict[str, Any] = {
         "batch": batch,
