@@ -65,9 +65,13 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,dri
 # 1. The wheels this interpreter lacks (transformers in our range, pydantic, ...), into $SITE.
 step install 120 "$PY" "$REPO/benchmarks/gpu/wheels.py" install --wheels "$WHEELS" --target "$SITE"
 export PYTHONPATH="$SITE:$REPO${PYTHONPATH:+:$PYTHONPATH}"
+BEFORE=$FAILED
 step versions 60 "$PY" -c "import sys, torch, transformers, plphp; print('python', sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__, 'plphp', plphp.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.device_count())"
+READY=$((FAILED - BEFORE))  # 1 when plphp does not import: nothing below can run, only the summary is written
 
-if [ $DRY -eq 1 ]; then
+if [ "$READY" -gt 0 ]; then
+  say "plphp cannot be imported with its dependencies (see the install step): the tests and benches are skipped"
+elif [ $DRY -eq 1 ]; then
   DEVICE=cpu SHAPE=tiny-llava-onevision VISION=200 TEXT=16 STEPS=4 ROUNDS=1 BUDGET=4GiB MAXB=8
   KERNEL=(--model llava-onevision-qwen2-0.5b --batch 1,2 --vision-tokens 200 --rounds 1 --dtype bfloat16)
   export PLPHP_TEST_DEVICE=cpu OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
@@ -77,6 +81,7 @@ else
   export PLPHP_TEST_DEVICE=cuda
 fi
 
+run_checks() {
 # 2. The tests marked cuda: contract in float32, bf16 / fp16 under pruning, sdpa and flash, device_map, bench.
 step tests 240 env PLPHP_GPU_OUT="$WORK" "$PY" -m pytest -p no:cacheprovider -q -m cuda -rs "$REPO/tests/gpu"
 
@@ -91,6 +96,8 @@ for batch in 1 8 32; do
 done
 step bench-budget 150 "$PY" "${BENCH[@]}" --memory-budget "$BUDGET" --max-batch "$MAXB" --policy plphp \
   --new-tokens 8 --json "$WORK/bench-budget.json"
+}
+[ "$READY" -gt 0 ] || run_checks
 
 # check.json: the steps and everything they wrote.
 "$PY" - "$WORK" "$OUTDIR/check.json" "$DRY" <<'EOF'
