@@ -2,7 +2,8 @@
 
 One cache per decoder layer, every layer's attention called in turn, kernels interleaved round by
 round; plphp's grouped kernel against torch's sdpa (`enable_gqa`), each as a
-share of the measured read bandwidth (plphp.bench.kernel). The score product's GFLOP/s at 1, 7
+share of the measured read bandwidth and of a sum over the same K/V run in the same rounds (the
+read floor; plphp.bench.kernel). The score product's GFLOP/s at 1, 7
 (the group size of the OneVision-0.5B shape), 16 and 64 query rows shows what bounds it.
 
     OMP_NUM_THREADS=1 python benchmarks/decode_attention.py --batch 4,8 --threads 1 \
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
     title = f"one-query decode attention, {shape.name}, {args.dtype}, {context} cached tokens, {shape.layers} layers"
     table = Table(title=title)
-    for column in ("batch", "kernel", "ms / call", "K/V GB/s", "share of read BW"):
+    for column in ("batch", "kernel", "ms / call", "K/V GB/s", "share of read BW", "of the read floor"):
         table.add_column(column, justify="left" if column == "kernel" else "right")
     lines = [
         f"# {title}",
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{seconds['median'] * 1e3:.2f} ({seconds['min'] * 1e3:.2f}–{seconds['max'] * 1e3:.2f})",
                 f"{figures['read_GBps']:.1f}",
                 f"{figures['bandwidth_share']:.0%}",
+                f"{figures['of_read_floor']:.0%}",
             )
             table.add_row(*cells)
             lines.append("| " + " | ".join(cells) + " |")

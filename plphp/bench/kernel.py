@@ -7,7 +7,9 @@ calls), every layer's attention called in turn, the kernels interleaved round by
 C B A, ...), and the K/V bytes read per second set against the measured read bandwidth.
 
 Kernels: plphp's grouped one-query kernel, and torch's sdpa with `enable_gqa` (what transformers'
-sdpa path calls for a decode step without a mask).
+sdpa path calls for a decode step without a mask). A sum over the same keys and values runs in the
+same rounds: the read floor measured side by side, which a loaded machine slows as it slows the
+kernels (the separate bandwidth kernel, run once, does not see the same load).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from plphp.bench.bandwidth import measure_bandwidth
 from plphp.bench.shapes import ModelShape
 from plphp.bench.timing import synchronize
 
+#: The read floor, interleaved with the kernels: a sum over the same keys and values.
+READ = "read K and V (sum)"
+
 
 def _kernels(scaling: float) -> dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Any]]:
     def sdpa(query, key, value):
@@ -32,6 +37,7 @@ def _kernels(scaling: float) -> dict[str, Callable[[torch.Tensor, torch.Tensor, 
     return {
         "grouped (plphp)": lambda query, key, value: grouped_decode_attention(query, key, value, scaling),
         "sdpa (enable_gqa)": sdpa,
+        READ: lambda query, key, value: (key.sum(), value.sum()),
     }
 
 
@@ -52,7 +58,8 @@ def measure_kernels(
 
     Returns:
         `bandwidth` (the measured read figure, GB/s), and per kernel the median seconds per call
-        (min, max over rounds), GB/s and the share of the read bandwidth.
+        (min, max over rounds), GB/s, the share of the read bandwidth and `of_read_floor`, the
+        interleaved sum's seconds over the kernel's.
     """
     layers = layers or shape.layers
     generator = torch.Generator(device=device).manual_seed(0)
@@ -86,12 +93,14 @@ def measure_kernels(
         "bandwidth": bandwidth.to_dict(),
         "kernels": {},
     }
+    floor = statistics.median(seconds[READ])
     for name, values in seconds.items():
         median = statistics.median(values)
         out["kernels"][name] = {
             "seconds_per_call": {"median": median, "min": min(values), "max": max(values)},
             "read_GBps": read / median / 1e9,
             "bandwidth_share": read / median / bandwidth.read,
+            "of_read_floor": floor / median,
         }
     return out
 
