@@ -100,10 +100,10 @@ class AttentionTimer(SessionObserver):
         self._open: dict[int, tuple[Any, int, str]] = {}
         self._done: list[tuple[Any, Any, int, str]] = []  # (start, end, bytes, group)
 
-    def _mark(self) -> Any:
+    def _mark(self, device: torch.device) -> Any:
         if self._cuda:
             event = torch.cuda.Event(enable_timing=True)
-            event.record()
+            event.record(torch.cuda.current_stream(device))  # the stream of the layer's own device
             return event
         return time.perf_counter()
 
@@ -111,21 +111,21 @@ class AttentionTimer(SessionObserver):
         report = session.report
         pruned = report is not None and layer_idx < len(report.layers) and report.layers[layer_idx].pruned
         read = 2 * key.numel() * key.element_size()  # keys and values, each read once at best
-        self._open[layer_idx] = (self._mark(), read, "pruned" if pruned else "other")
+        self._open[layer_idx] = (self._mark(key.device), read, "pruned" if pruned else "other")
 
     def on_decode_attention_end(self, session, layer_idx, output) -> None:
         started = self._open.pop(layer_idx, None)
         if started is not None:
             start, read, group = started
-            self._done.append((start, self._mark(), read, group))
+            self._done.append((start, self._mark(output.device), read, group))
             self.calls += 1
 
     def totals(self) -> dict[str, dict[str, float]]:
         """Per group ("pruned", "other"): `seconds`, `bytes` (K and V of the cache) and `calls`."""
-        if self._cuda:
-            torch.cuda.synchronize(self.device)
         out: dict[str, dict[str, float]] = {}
         for start, end, read, group in self._done:
+            if self._cuda:
+                end.synchronize()
             seconds = start.elapsed_time(end) / 1e3 if self._cuda else end - start
             entry = out.setdefault(group, {"seconds": 0.0, "bytes": 0, "calls": 0})
             entry["seconds"] += seconds
