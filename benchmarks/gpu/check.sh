@@ -45,9 +45,20 @@ export MPLBACKEND=Agg
 say() { echo "[check +$(( $(date +%s) - START ))s] $*" | tee -a "$LOG"; }
 
 # step NAME SECONDS COMMAND...: run with a time limit, log it, record its status in $WORK/steps.jsonl.
+# The limits shrink to what is left of $PLPHP_GPU_BUDGET_S (480 s: the check fits in 8 minutes); a
+# step with less than 20 s left is skipped (exit 124, as a step that ran out of time).
+BUDGET_S="${PLPHP_GPU_BUDGET_S:-480}"
 step() {
   local name="$1" limit="$2"; shift 2
   local began=$(date +%s)
+  local left=$(( BUDGET_S - (began - START) ))
+  [ "$left" -lt "$limit" ] && limit=$left
+  if [ "$limit" -lt 20 ]; then
+    say "== $name: skipped, ${left}s left of the ${BUDGET_S}s budget"
+    FAILED=$((FAILED + 1))
+    printf '{"step": "%s", "rc": 124, "seconds": 0, "skipped": true}\n' "$name" >>"$WORK/steps.jsonl"
+    return
+  fi
   say "== $name (limit ${limit}s): $*"
   timeout --kill-after=10 "$limit" "$@" >"$WORK/$name.log" 2>&1
   local rc=$?
@@ -92,7 +103,7 @@ step kernels 60 "$PY" "$REPO/benchmarks/decode_attention.py" "${KERNEL[@]}" --de
 BENCH=(-m plphp bench --model "$SHAPE" --dtype bfloat16 --device "$DEVICE" --vision-tokens "$VISION" --text-tokens "$TEXT")
 BENCH+=(--new-tokens "$STEPS" --rounds "$ROUNDS" --warmup-tokens 2 --bandwidth-mb 1024)
 for batch in 1 8 32; do
-  step "bench-b$batch" 90 "$PY" "${BENCH[@]}" --batch "$batch" --policy full --policy plphp --json "$WORK/bench-b$batch.json"
+  step "bench-b$batch" 100 "$PY" "${BENCH[@]}" --batch "$batch" --policy full --policy plphp --json "$WORK/bench-b$batch.json"
 done
 step bench-budget 150 "$PY" "${BENCH[@]}" --memory-budget "$BUDGET" --max-batch "$MAXB" --policy plphp \
   --new-tokens 8 --json "$WORK/bench-budget.json"

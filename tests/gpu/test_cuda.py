@@ -114,8 +114,6 @@ def test_pruning_equals_the_masked_reference_in_float32(float32_model, policy, a
             assert diff <= FLOAT32_TOLERANCE, f"{architecture} {name}: {diff:.2e}"
             assert torch.equal(pruned.sequences, masked.sequences)
             assert report.kv_bytes_after < report.kv_bytes_before
-            cache_devices = {layer.kept_positions.device.type for layer in report.layers if layer.pruned}
-            assert cache_devices <= {"cpu"}, "the report holds host tensors"
     finally:
         model.set_attn_implementation({"text_config": "sdpa"})
 
