@@ -120,6 +120,9 @@ class Observers:
         if observer not in self._observers:
             self._observers.append(observer)
 
+    def __len__(self) -> int:
+        return len(self._observers)
+
     def remove(self, observer: Any) -> None:
         if observer in self._observers:
             self._observers.remove(observer)

@@ -342,15 +342,9 @@ class Session:
         layer = self._layer(layer_idx)
         if layer is not None and self._grouped_decode(module, layer, query, key, dropout, kwargs):
             # One query token on a layer plphp owns: each KV head read once (plphp.backends.decode_attention).
-            self.observers.emit(
-                "on_decode_attention",
-                self,
-                layer_idx,
-                query,
-                key,
-                layer.attention_mask(1, query.shape[1], None),
-                scaling,
-            )
+            if self.observers:  # they get the mask the kernel applies, as a `[B, 1 or H, 1, L]` bool mask
+                mask = layer.attention_mask(1, query.shape[1], None)
+                self.observers.emit("on_decode_attention", self, layer_idx, query, key, mask, scaling)
             output = grouped_decode_attention(query, key, value, scaling, layer.valid, layer.invalid_span)
             self.observers.emit("on_decode_attention_end", self, layer_idx, output)
             return output, None
