@@ -8,7 +8,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint docs clean
+.PHONY: demo test lint docs clean gpu-wheels gpu-check
+
+# Wheels for a GPU machine without a registry (benchmarks/gpu/check.sh installs the missing ones):
+# CPython $(GPU_PYTHON), Linux x86_64; GPU_WHEELS_SKIP names packages the machine surely has.
+GPU_PYTHON ?= 3.12
+GPU_WHEELS ?= .gpu-wheels
+GPU_WHEELS_SKIP ?= numpy
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +34,13 @@ lint: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict
+
+gpu-wheels:
+	$(PYTHON) benchmarks/gpu/wheels.py download --python $(GPU_PYTHON) --dest $(GPU_WHEELS) --skip "$(GPU_WHEELS_SKIP)"
+
+# On the GPU machine (no registry needed): PYTHON=python3 by default.
+gpu-check:
+	benchmarks/gpu/check.sh $(if $(OUT),$(OUT))
 
 clean:
 	rm -rf $(VENV) site .pytest_cache .hypothesis

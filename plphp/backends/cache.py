@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import DynamicLayer
 
+from plphp.backends.decode_attention import invalid_span
+
 #: Extra slots allocated whenever a layer's buffer grows during decoding.
 GROWTH = 128
 
@@ -39,12 +41,26 @@ class PrunableLayer(DynamicLayer):
         self.compressed = False
         # One-query decode masks, `[B, 1 or heads, 1, capacity]`, keyed by (heads, dtype or None).
         self._decode_masks: dict[tuple[int, torch.dtype | None], torch.Tensor] = {}
+        self._invalid_span: tuple[int, int] | None | bool = False  # False: not computed since the last change
 
     # -- state -------------------------------------------------------------------------------
     @property
     def valid(self) -> torch.Tensor | None:
         """`[B, 1 or H_kv, length]` bool validity of the slots in use, or None when all are valid."""
         return None if self._valid_buffer is None else self._valid_buffer[..., : self.length]
+
+    @property
+    def invalid_span(self) -> tuple[int, int] | None:
+        """`[lo, hi)`: the slots in use outside which every row is valid; None when all slots are.
+
+        Computed once per compression, reordering or growth (appended slots are always valid), so
+        the decode kernel masks only the columns where rows differ."""
+        if self._invalid_span is False:
+            self._invalid_span = invalid_span(self.valid)
+        span = self._invalid_span
+        if span is None or span[0] >= self.length:
+            return None
+        return span[0], min(span[1], self.length)
 
     @property
     def nbytes(self) -> int:
@@ -67,8 +83,13 @@ class PrunableLayer(DynamicLayer):
         """Adopt tensors as the buffers (no copy); the first `length` slots (default: all) are in use."""
         self._key_buffer, self._value_buffer, self._valid_buffer = keys, values, valid
         self.length = keys.shape[-2] if length is None else length
-        self._decode_masks.clear()
+        self._forget_masks()
         self._publish()
+
+    def _forget_masks(self) -> None:
+        """Drop what was derived from the validity (the decode masks and the invalid span)."""
+        self._decode_masks.clear()
+        self._invalid_span = False
 
     def _publish(self) -> None:
         self.keys = self._key_buffer[:, :, : self.length]
@@ -91,7 +112,7 @@ class PrunableLayer(DynamicLayer):
         self._value_buffer = grow(self._value_buffer, None)
         if self._valid_buffer is not None:
             self._valid_buffer = grow(self._valid_buffer, True)
-        self._decode_masks.clear()
+        self._forget_masks()
 
     # -- the CacheLayerMixin interface ---------------------------------------------------------
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
@@ -128,7 +149,7 @@ class PrunableLayer(DynamicLayer):
         self._key_buffer = self._value_buffer = self._valid_buffer = None
         self.length = self.seen = 0
         self.compressed = False
-        self._decode_masks.clear()
+        self._forget_masks()
         super().reset()
 
     def crop(self, tokens_to_remove: int) -> None:
@@ -150,7 +171,7 @@ class PrunableLayer(DynamicLayer):
         self._value_buffer = index_fn(self._value_buffer[:, :, : self.length])
         if self._valid_buffer is not None:
             self._valid_buffer = index_fn(self._valid_buffer[..., : self.length])
-        self._decode_masks.clear()
+        self._forget_masks()
         self._publish()
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:

@@ -16,7 +16,8 @@ subscribes an observer instead of replacing the session's methods or reading its
 Events fire in this order for one `generate()` call: `on_prefill_start`, `on_prompt`, then per
 decoder layer `on_collect_start` / `on_layer_stats`, `on_prefill_end`, `on_compress_start`,
 `on_layer_compressed` per pruned layer, `on_compress_end`; then per decoding step `on_decode_step`
-and, per decoder layer, `on_decode_attention`. A prompt without vision tokens has `on_prompt(None)`
+and, per decoder layer, `on_decode_attention` before its attention runs and `on_decode_attention_end`
+after (a timer between the two times the attention call alone). A prompt without vision tokens has `on_prompt(None)`
 and no compression events. See docs/architecture.md.
 """
 
@@ -41,6 +42,7 @@ EVENTS = (
     "on_compress_end",
     "on_decode_step",
     "on_decode_attention",
+    "on_decode_attention_end",
 )
 
 
@@ -97,6 +99,9 @@ class SessionObserver:
             scaling: the softmax scale.
         """
 
+    def on_decode_attention_end(self, session: Any, layer_idx: int, output: torch.Tensor) -> None:
+        """A decoder layer's attention in a decoding step has returned `output` `[B, q, H, D]`."""
+
 
 class Observers:
     """The observers of one session, and the dispatch of each event to those that define it."""
@@ -114,6 +119,9 @@ class Observers:
             )
         if observer not in self._observers:
             self._observers.append(observer)
+
+    def __len__(self) -> int:
+        return len(self._observers)
 
     def remove(self, observer: Any) -> None:
         if observer in self._observers:

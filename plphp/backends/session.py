@@ -13,8 +13,10 @@ How it works (see docs/architecture.md):
 4. A forward hook ends prefill: the decode stage (`plphp.backends.decode_stage`) has the allocator
    set retention per layer and the selector pick each KV head's vision tokens, and compresses the
    cache (or, in "mask" mode, only masks it).
-5. During decoding, layers whose length differs from what the model's mask describes attend with
-   their own mask.
+5. During decoding, pruned layers attend through plphp's grouped one-query kernel
+   (`plphp.backends.decode_attention`: each KV head read once, the validity mask applied only where
+   rows differ); other layers whose length differs from what the model's mask describes attend with
+   their own mask through the model's implementation.
 
 With a prefill-stage policy (FastV, PyramidDrop, VTW), step 4 happens inside prefill instead: a
 forward pre-hook on each decoder layer from `start_layer` on asks the selector, ranking by the
@@ -40,6 +42,7 @@ from plphp.backends import attention as attn
 from plphp.backends.adapters import ModelAdapter
 from plphp.backends.cache import PrunableLayer
 from plphp.backends.compat import cache_argument, passed_cache
+from plphp.backends.decode_attention import grouped_decode_attention
 from plphp.backends.decode_stage import DecodeStage
 from plphp.backends.events import Observers, SessionObserver
 from plphp.backends.prefill_stage import PrefillStage
@@ -94,6 +97,12 @@ def check_layer_range(policy: Policy, adapter: ModelAdapter) -> None:
 
 
 Materialize = Literal["prune", "mask"]
+#: Which decode calls go through plphp's grouped one-query kernel (`plphp.backends.decode_attention`):
+#: "pruned" the layers pruning shortened (unpruned layers keep the model's attention, so `full` is
+#: bit-identical to plain `generate()`), "all" every layer with a plphp cache (the bench's `full-fast`,
+#: the kernel's gain apart from pruning's), "model" none.
+DecodeAttention = Literal["pruned", "all", "model"]
+DECODE_ATTENTION = ("pruned", "all", "model")
 
 
 class Session:
@@ -106,6 +115,7 @@ class Session:
         materialize: "prune" removes entries from the cache; "mask" keeps and masks them.
         record_scores: keep each layer's token scores in the report.
         observers: `SessionObserver`s notified of the session's events (`plphp.backends.events`).
+        decode_attention: which decode calls use plphp's grouped one-query kernel (`DecodeAttention`).
 
     Attributes:
         report: the `PruningReport` of the latest prefill (None before the first).
@@ -120,9 +130,15 @@ class Session:
         materialize: Materialize = "prune",
         record_scores: bool = False,
         observers: Sequence[SessionObserver] = (),
+        decode_attention: DecodeAttention = "pruned",
     ):
         if materialize not in ("prune", "mask"):
             raise ConfigError(f"materialize: {materialize!r} is not allowed; use 'prune' or 'mask'")
+        if decode_attention not in DECODE_ATTENTION:
+            raise ConfigError(
+                f"decode_attention: {decode_attention!r} is not allowed; use one of {', '.join(DECODE_ATTENTION)}"
+            )
+        self.decode_attention = decode_attention
         self.model = model
         self.policy = policy
         self.adapter = adapter
@@ -349,20 +365,42 @@ class Session:
                 base = attn.base_attention("sdpa")
             return base(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
         layer = self._layer(layer_idx)
+        if layer is not None and self._grouped_decode(module, layer, query, key, dropout, kwargs):
+            # One query token on a layer plphp owns: each KV head read once (plphp.backends.decode_attention).
+            if self.observers:  # they get the mask the kernel applies, as a `[B, 1 or H, 1, L]` bool mask
+                mask = layer.attention_mask(1, query.shape[1], None)
+                self.observers.emit("on_decode_attention", self, layer_idx, query, key, mask, scaling)
+            output = grouped_decode_attention(query, key, value, scaling, layer.valid, layer.invalid_span)
+            self.observers.emit("on_decode_attention_end", self, layer_idx, output)
+            return output, None
         own_mask = layer is not None and key.shape[-2] == layer.length
         if own_mask and not layer.compressed:
             fits = attention_mask.shape[-1] == key.shape[-2] if attention_mask is not None else layer.valid is None
             own_mask = not fits
-        if not own_mask:
-            self.observers.emit("on_decode_attention", self, layer_idx, query, key, attention_mask, scaling)
-            return base(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
-        additive = attn.uses_additive_mask(self._base_name)
-        mask = layer.attention_mask(query.shape[2], query.shape[1], query.dtype if additive else None)
-        self.observers.emit("on_decode_attention", self, layer_idx, query, key, mask, scaling)
-        if mask is not None and not attn.takes_dense_mask(self._base_name):
-            # Flash kernels take no dense mask: pruned layers with holes go through sdpa.
-            return attn.base_attention("sdpa")(module, query, key, value, mask, scaling=scaling, dropout=dropout)
-        return base(module, query, key, value, mask, scaling=scaling, dropout=dropout, **kwargs)
+        if own_mask:
+            additive = attn.uses_additive_mask(self._base_name)
+            attention_mask = layer.attention_mask(query.shape[2], query.shape[1], query.dtype if additive else None)
+            if attention_mask is not None and not attn.takes_dense_mask(self._base_name):
+                # Flash kernels take no dense mask: pruned layers with holes go through sdpa.
+                base, kwargs = attn.base_attention("sdpa"), {}
+        self.observers.emit("on_decode_attention", self, layer_idx, query, key, attention_mask, scaling)
+        output = base(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        self.observers.emit("on_decode_attention_end", self, layer_idx, output[0])
+        return output
+
+    def _grouped_decode(self, module, layer: PrunableLayer, query, key, dropout: float, kwargs) -> bool:
+        """Whether this decode call goes through plphp's grouped one-query kernel: a single query
+        token against the layer's whole cache, a layer the `decode_attention` mode routes there, and
+        nothing the kernel does not implement (dropout in training, soft-capping, sliding windows,
+        attention sinks)."""
+        mode = self.decode_attention
+        if mode == "model" or query.shape[2] != 1 or key.shape[-2] != layer.length:
+            return False
+        if mode == "pruned" and not (layer.compressed and self.materialize == "prune"):
+            return False
+        if query.shape[1] % key.shape[1] or (dropout and module.training):
+            return False
+        return all(kwargs.get(name) is None for name in ("softcap", "sliding_window", "s_aux"))
 
     def _layer(self, layer_idx: int) -> PrunableLayer | None:
         cache = self._cache
@@ -379,6 +417,7 @@ def apply(
     materialize: Materialize = "prune",
     record_scores: bool = False,
     observers: Sequence[SessionObserver] = (),
+    decode_attention: DecodeAttention = "pruned",
     **overrides: Any,
 ) -> Session:
     """Prune `model`'s vision-token KV cache with `policy` inside a `with` block.
@@ -390,6 +429,9 @@ def apply(
             "mask" keeps them and masks them out, the reference that tests compare against.
         record_scores: keep every layer's token scores in the report (memory grows with the prompt).
         observers: `SessionObserver`s notified of the session's events (`plphp.backends.events`).
+        decode_attention: "pruned" (default): decoding steps of pruned layers use plphp's grouped
+            one-query kernel, which reads each KV head once; "all": every layer with a plphp cache
+            does; "model": the model's own attention everywhere.
         **overrides: merged into the policy config, e.g. `allocator={"retention": 0.3}`.
 
     Returns:
@@ -402,4 +444,12 @@ def apply(
     """
     resolved = load_policy(policy, **overrides)
     adapter = get_registry().adapter_for(model)
-    return Session(model, resolved, adapter, materialize=materialize, record_scores=record_scores, observers=observers)
+    return Session(
+        model,
+        resolved,
+        adapter,
+        materialize=materialize,
+        record_scores=record_scores,
+        observers=observers,
+        decode_attention=decode_attention,
+    )

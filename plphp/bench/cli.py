@@ -157,6 +157,13 @@ def bench(
     ] = None,
     probe_tokens: Annotated[int, typer.Option(help="with --memory-budget: decode steps of each sizing probe")] = 4,
     max_batch: Annotated[int, typer.Option(help="with --memory-budget: the largest batch tried")] = 4096,
+    full_fast: Annotated[
+        bool,
+        typer.Option(
+            help="add 'full-fast' (nothing pruned, every layer through plphp's grouped decode kernel): "
+            "speedups against it are pruning's gain at equal kernels (not with --memory-budget)"
+        ),
+    ] = True,
 ) -> None:
     """Decode speed, KV bytes, peak memory and prefill cost of policies, interleaved, with a bandwidth model."""
     try:
@@ -174,7 +181,7 @@ def _bench(**options: Any) -> None:
     from plphp.bench.shapes import SHAPES, decode_weight_bytes
     from plphp.bench.summary import summary
     from plphp.bench.sweep import parse_sweep
-    from plphp.bench.workload import UNPRUNED, Variant, Workload
+    from plphp.bench.workload import FULL_FAST, UNPRUNED, Variant, Workload
     from plphp.policy import load_policy
 
     o = options
@@ -229,6 +236,9 @@ def _bench(**options: Any) -> None:
     specs = o["policy"] or (["full", "plphp"] if o["sweep"] is None else ["plphp"])
     variants = [Variant(UNPRUNED)]
     labels = {UNPRUNED}
+    if o["full_fast"] and o["memory_budget"] is None:
+        variants.append(Variant(FULL_FAST, load_policy("full"), decode_attention="all"))
+        labels.add(FULL_FAST)
     for spec in specs:
         resolved = load_policy(spec)
         label = resolved.name if resolved.name not in labels else Path(spec).stem
@@ -360,6 +370,26 @@ def _notes(result: Any, rows: list[dict[str, Any]], workload: Any, how: str) -> 
             "this device is not bandwidth-bound on this workload, so removed KV bytes save more time than "
             "the bandwidth model's ideal, which is then a lower bound of the speedup"
         )
+    for row in rows:
+        parts = [
+            f"{group} layers {row[f'attention_read_Bps_{group}']['median'] / 1e9:.1f} GB/s "
+            f"({row[f'attention_bandwidth_share_{group}']:.0%} of read)"
+            for group in ("pruned", "other")
+            if f"attention_read_Bps_{group}" in row
+        ]
+        if parts:
+            notes.append(
+                f"{row['label']}: attention {row['attention_s_per_step']['median'] * 1e3:.1f} ms/step "
+                f"({row['attention_share_of_step']:.0%} of the step), K/V read by the attention calls: "
+                + ", ".join(parts)
+            )
+        if "speedup_vs_full_fast" in row:
+            notes.append(
+                f"{row['label']}: {row['speedup_vs_full_fast']:.3f}x the decode speed of full-fast (nothing pruned, every "
+                f"layer through the grouped kernel); the "
+                f"bandwidth model's ideal against full-fast is {row['ideal_speedup_vs_full_fast']:.3f}x, "
+                f"so {row['of_ideal_vs_full_fast']:.2f} of ideal"
+            )
     for row in rows:
         report = row.get("report")
         if report is None or row["label"] == "unpruned":

@@ -43,7 +43,19 @@ COLUMNS = (
     ("ideal (BW model)", "ideal"),
     ("of ideal", "of_ideal"),
     ("floor ms/step", "floor"),
+    ("attn ms/step", "attention"),
+    ("attn BW share (pruned / other)", "attention_share"),
+    ("vs full-fast", "vs_fast"),
+    ("ideal vs full-fast", "ideal_fast"),
+    ("of ideal vs full-fast", "of_ideal_fast"),
 )
+
+
+def _share(row: dict[str, Any]) -> str:
+    shares = [row.get(f"attention_bandwidth_share_{group}") for group in ("pruned", "other")]
+    if all(share is None for share in shares):
+        return "—"
+    return " / ".join("—" if share is None else f"{share:.0%}" for share in shares)
 
 
 def _cells(row: dict[str, Any]) -> dict[str, str]:
@@ -61,6 +73,11 @@ def _cells(row: dict[str, Any]) -> dict[str, str]:
         "ideal": _ratio(row.get("ideal_speedup")),
         "of_ideal": _ratio(row.get("of_ideal")),
         "floor": f"{row['floor_step_s'] * 1e3:.1f}",
+        "attention": _ms(row.get("attention_s_per_step")),
+        "attention_share": _share(row),
+        "vs_fast": _ratio(row.get("speedup_vs_full_fast")),
+        "ideal_fast": _ratio(row.get("ideal_speedup_vs_full_fast")),
+        "of_ideal_fast": _ratio(row.get("of_ideal_vs_full_fast")),
     }
 
 
@@ -86,7 +103,13 @@ def markdown(rows: list[dict[str, Any]], setup: dict[str, Any], notes: list[str]
     for row in rows:
         cells = _cells(row)
         lines.append("| " + " | ".join(cells[key] for _, key in COLUMNS) + " |")
-    lines += ["", "Times are medians (min–max) over the interleaved runs; speedup = unpruned decode step / this one."]
+    lines += [
+        "",
+        "Times are medians (min–max) over the interleaved runs; speedup = unpruned decode step / this one; "
+        "vs full-fast = the full-fast step / this one (the same grouped decode kernel, nothing pruned). "
+        "attn BW share = K/V bytes read per second in the attention calls of the pruned / other layers, "
+        "as a share of the measured read bandwidth.",
+    ]
     lines += ["", "```json", json.dumps(setup, indent=2, default=str), "```", ""]
     return "\n".join(lines)
 

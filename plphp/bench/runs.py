@@ -24,7 +24,7 @@ from plphp.backends.compat import cache_argument, output_cache
 from plphp.bench.bandwidth import Bandwidth
 from plphp.bench.memory import PeakMemory
 from plphp.bench.summary import BenchResult, RunResult, report_summary
-from plphp.bench.timing import CompressTimer, synchronize
+from plphp.bench.timing import AttentionTimer, CompressTimer, synchronize
 from plphp.bench.workload import PrefillMode, Variant, Workload, build_input_ids
 from plphp.errors import ConfigError
 
@@ -118,7 +118,13 @@ class _Run:
         self.new_tokens = new_tokens
         self.seed = seed
         self.timer = CompressTimer(self.device) if variant.policy is not None else None
-        self.session = plphp.apply(model, variant.policy, observers=[self.timer]) if self.timer is not None else None
+        self.attention = AttentionTimer(self.device) if variant.policy is not None else None
+        self.session = None
+        if variant.policy is not None:
+            observers = [self.timer, self.attention]
+            self.session = plphp.apply(
+                model, variant.policy, observers=observers, decode_attention=variant.decode_attention
+            )
         self.steps: list[float] = []
         self.prefill_s: float | None = None
         self.ttft_s: float | None = None
@@ -190,6 +196,7 @@ class _Run:
             peak_prefill=peak_prefill,
             peak_decode=peak_decode,
             report=report_summary(self.report) if self.report is not None else None,
+            attention=self.attention.totals() if self.attention is not None else None,
         )
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plphp.bench.bandwidth import Bandwidth, floor_step_seconds, ideal_speedup, ideal_step_seconds
-from plphp.bench.workload import UNPRUNED, Variant
+from plphp.bench.workload import FULL_FAST, UNPRUNED, Variant
 
 
 @dataclass
@@ -29,6 +29,8 @@ class RunResult:
     peak_prefill: int | None
     peak_decode: int | None
     report: dict[str, Any] | None = None
+    #: per layer group ("pruned", "other"): attention seconds, K/V bytes and calls in the decode steps
+    attention: dict[str, dict[str, float]] | None = None
 
 
 @dataclass
@@ -121,8 +123,50 @@ def summary(result: BenchResult, weight_bytes: int) -> list[dict[str, Any]]:
             row["of_ideal"] = row["speedup"] / row["ideal_speedup"] if row["ideal_speedup"] > 0 else None
             if ref_peak is not None and row["peak_decode"] is not None:
                 row["peak_decode_saved"] = ref_peak["median"] - row["peak_decode"]["median"]
+        row.update(attention_summary(runs, bandwidth))
         prefill = row["prefill_s"]
         if row["compress_s"] is not None and prefill is not None:
             row["compress_share_of_prefill"] = row["compress_s"]["median"] / prefill["median"]
         rows.append(row)
+    _against_full_fast(rows, bandwidth)
     return rows
+
+
+def attention_summary(runs: list[RunResult], bandwidth: float) -> dict[str, Any]:
+    """The attention calls of the decode steps: seconds per step, and per layer group ("pruned":
+    the layers pruning shortened, "other") the K/V bytes read per second and its share of `bandwidth`."""
+    timed = [run for run in runs if run.attention]
+    if not timed:
+        return {}
+    out: dict[str, Any] = {
+        "attention_s_per_step": summarize(
+            [sum(group["seconds"] for group in run.attention.values()) / len(run.steps_s) for run in timed]
+        )
+    }
+    out["attention_share_of_step"] = out["attention_s_per_step"]["median"] / statistics.median(
+        run.step_s for run in timed
+    )
+    for group in ("pruned", "other"):
+        rates = [
+            run.attention[group]["bytes"] / run.attention[group]["seconds"] for run in timed if group in run.attention
+        ]
+        if rates:
+            out[f"attention_read_Bps_{group}"] = summarize(rates)
+            out[f"attention_bandwidth_share_{group}"] = statistics.median(rates) / bandwidth
+    return out
+
+
+def _against_full_fast(rows: list[dict[str, Any]], bandwidth: float) -> None:
+    """Speedup over `full-fast` (every layer through the same grouped kernel, nothing pruned), and
+    the bandwidth model's ideal computed against it: the gain of pruning at equal kernels."""
+    base = next((row for row in rows if row["label"] == FULL_FAST and row["step_s"] is not None), None)
+    if base is None:
+        return
+    base_step = base["step_s"]["median"]
+    for row in rows:
+        if row["label"] in (UNPRUNED, FULL_FAST) or row["step_s"] is None:
+            continue
+        saved = base["kv_bytes"] - row["kv_bytes"]
+        row["speedup_vs_full_fast"] = base_step / row["step_s"]["median"]
+        row["ideal_speedup_vs_full_fast"] = ideal_speedup(base_step, saved, bandwidth)
+        row["of_ideal_vs_full_fast"] = row["speedup_vs_full_fast"] / row["ideal_speedup_vs_full_fast"]

@@ -79,3 +79,56 @@ class PrefillTimer(CompressTimer):
     def on_layer_stats(self, session: Any, layer_idx: int, stats: Any) -> None:
         self.collect_s += self._seconds("collect")
         self.collect_calls += 1
+
+
+class AttentionTimer(SessionObserver):
+    """Seconds and KV bytes of each decoder layer's attention call in decoding steps, from
+    `on_decode_attention` to `on_decode_attention_end`, split into the layers pruning shortened and
+    the others (by the session's report).
+
+    On CPU the clock is read at both ends; on CUDA, events are recorded on the stream (no
+    synchronization inside the step) and read by `totals`.
+
+    Attributes:
+        calls: attention calls timed.
+    """
+
+    def __init__(self, device: Any = None):
+        self.device = torch.device(device) if device is not None else None
+        self.calls = 0
+        self._cuda = self.device is not None and self.device.type == "cuda"
+        self._open: dict[int, tuple[Any, int, str]] = {}
+        self._done: list[tuple[Any, Any, int, str]] = []  # (start, end, bytes, group)
+
+    def _mark(self, device: torch.device) -> Any:
+        if self._cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record(torch.cuda.current_stream(device))  # the stream of the layer's own device
+            return event
+        return time.perf_counter()
+
+    def on_decode_attention(self, session, layer_idx, query, key, attention_mask, scaling) -> None:
+        report = session.report
+        pruned = report is not None and layer_idx < len(report.layers) and report.layers[layer_idx].pruned
+        read = 2 * key.numel() * key.element_size()  # keys and values, each read once at best
+        self._open[layer_idx] = (self._mark(key.device), read, "pruned" if pruned else "other")
+
+    def on_decode_attention_end(self, session, layer_idx, output) -> None:
+        started = self._open.pop(layer_idx, None)
+        if started is not None:
+            start, read, group = started
+            self._done.append((start, self._mark(output.device), read, group))
+            self.calls += 1
+
+    def totals(self) -> dict[str, dict[str, float]]:
+        """Per group ("pruned", "other"): `seconds`, `bytes` (K and V of the cache) and `calls`."""
+        out: dict[str, dict[str, float]] = {}
+        for start, end, read, group in self._done:
+            if self._cuda:
+                end.synchronize()
+            seconds = start.elapsed_time(end) / 1e3 if self._cuda else end - start
+            entry = out.setdefault(group, {"seconds": 0.0, "bytes": 0, "calls": 0})
+            entry["seconds"] += seconds
+            entry["bytes"] += read
+            entry["calls"] += 1
+        return out

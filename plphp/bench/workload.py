@@ -11,6 +11,8 @@ from plphp.errors import ConfigError
 
 PrefillMode = Literal["synthetic", "real"]
 UNPRUNED = "unpruned"
+#: The kernel baseline: `full` with every layer through plphp's grouped decode kernel.
+FULL_FAST = "full-fast"
 
 
 @dataclass(frozen=True)
@@ -53,11 +55,14 @@ class Variant:
         label: the name in tables ("unpruned", a preset name, or "retention=0.3").
         policy: a resolved `plphp.policy.Policy`, None for the unpruned reference.
         retention: the swept value, when this variant is a sweep point.
+        decode_attention: which layers decode through plphp's grouped kernel ("pruned", "all",
+            "model"; see `plphp.apply`).
     """
 
     label: str
     policy: Any = None
     retention: float | None = None
+    decode_attention: str = "pruned"
 
 
 def build_input_ids(model: Any, adapter: Any, workload: Workload, seed: int = 0) -> torch.Tensor:

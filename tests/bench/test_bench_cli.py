@@ -27,14 +27,24 @@ def test_bench_writes_json_markdown_and_a_png_with_a_sweep(tmp_path):
     assert "threads: torch 1" in out and "bandwidth: read" in out and "load:" in out
     data = json.loads(paths["json"].read_text())
     labels = [row["label"] for row in data["rows"]]
-    assert labels == ["unpruned", "plphp", "full", "retention=0.5", "retention=1"]
+    assert labels == ["unpruned", "full-fast", "plphp", "full", "retention=0.5", "retention=1"]
     rows = {row["label"]: row for row in data["rows"]}
     assert rows["retention=0.5"]["kv_bytes"] < rows["retention=1"]["kv_bytes"] == rows["unpruned"]["kv_bytes"]
     assert all(rows[label]["kv_bytes_match_formula"] for label in labels[1:])
     assert data["setup"]["environment"]["torch_num_threads"] == 1
-    assert data["setup"]["prefill"] == "synthetic" and len(data["runs"]) == 5
+    assert data["setup"]["prefill"] == "synthetic" and len(data["runs"]) == 6
+    # the kernel baseline: speedups against it measure pruning at equal kernels
+    assert "speedup_vs_full_fast" not in rows["full-fast"] and "speedup_vs_full_fast" not in rows["unpruned"]
+    for label in ("plphp", "full", "retention=0.5"):
+        assert rows[label]["speedup_vs_full_fast"] > 0 and rows[label]["ideal_speedup_vs_full_fast"] >= 1.0
+    # attention timed per layer group through the session's events, as a share of the read bandwidth
+    assert "attention_s_per_step" not in rows["unpruned"]  # no session, no events
+    assert rows["retention=0.5"]["attention_bandwidth_share_pruned"] > 0
+    assert rows["full-fast"]["attention_bandwidth_share_other"] > 0
+    assert "attention_bandwidth_share_pruned" not in rows["full-fast"]
+    assert "full-fast: attention" in " ".join(out.split()) and "of ideal" in " ".join(out.split())
     markdown = paths["md"].read_text()
-    assert "| policy | decode ms/step |" in markdown and "synthetic" in markdown
+    assert "| policy | decode ms/step |" in markdown and "synthetic" in markdown and "vs full-fast" in markdown
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

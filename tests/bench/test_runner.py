@@ -140,3 +140,34 @@ def test_the_formula_counts_the_padding_of_head_adaptive_budgets():
     report = session.report
     assert any(bool((layer.kept != layer.kept[:, :1]).any()) for layer in report.layers), "heads kept equal counts"
     assert report.kv_bytes_formula() == report.kv_bytes_after
+
+
+def test_attention_calls_are_timed_per_layer_group_and_full_fast_is_the_kernel_baseline(bandwidth):
+    from plphp.bench.workload import FULL_FAST
+
+    model = build_shape_model("tiny-llava-onevision")
+    layers = model.config.text_config.num_hidden_layers
+    variants = [
+        Variant(UNPRUNED),
+        Variant(FULL_FAST, plphp.load_policy("full"), decode_attention="all"),
+        Variant("plphp", plphp.load_policy("plphp", start_layer=1)),
+    ]
+    workload = Workload(batch=2, vision_tokens=30, text_tokens=6, new_tokens=3)
+    result = run_benchmark(model, variants, workload, prefill="synthetic", rounds=1, bandwidth=bandwidth, setup={})
+    (unpruned,) = result.runs_of(UNPRUNED)
+    (fast,) = result.runs_of(FULL_FAST)
+    (pruned,) = result.runs_of("plphp")
+    assert unpruned.attention is None
+    assert set(fast.attention) == {"other"} and fast.attention["other"]["calls"] == layers * 3
+    pruned_layers = pruned.report["pruned_layers"]
+    assert pruned.attention["pruned"]["calls"] == pruned_layers * 3
+    assert pruned.attention["other"]["calls"] == (layers - pruned_layers) * 3
+    # the bytes are the K/V of the cache each call attends over
+    assert pruned.attention["pruned"]["bytes"] < fast.attention["other"]["bytes"] * pruned_layers / layers
+    rows = {row["label"]: row for row in summary(result, decode_weight_bytes(model))}
+    saved = rows[FULL_FAST]["kv_bytes"] - rows["plphp"]["kv_bytes"]
+    expected_ideal = rows[FULL_FAST]["step_s"]["median"] / (
+        rows[FULL_FAST]["step_s"]["median"] - saved / bandwidth.read
+    )
+    assert rows["plphp"]["ideal_speedup_vs_full_fast"] == pytest.approx(expected_ideal)
+    assert 0 < rows["plphp"]["attention_share_of_step"] < 1

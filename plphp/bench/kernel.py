@@ -1,0 +1,125 @@
+"""The decode attention kernels alone: K/V read bandwidth of one-query attention at a model's shape.
+
+`plphp bench` times each attention call inside real decode steps, where a shared machine's load
+and the rest of the step blur the figure. This measures the kernels by themselves: one cache per
+decoder layer (so the caches, as in a decode step, do not stay in the processor's caches between
+calls), every layer's attention called in turn, the kernels interleaved round by round (A B C,
+C B A, ...), and the K/V bytes read per second set against the measured read bandwidth.
+
+Kernels: plphp's grouped one-query kernel, and torch's sdpa with `enable_gqa` (what transformers'
+sdpa path calls for a decode step without a mask). A sum over the same keys and values runs in the
+same rounds: the read floor measured side by side, which a loaded machine slows as it slows the
+kernels (the separate bandwidth kernel, run once, does not see the same load).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from plphp.backends.decode_attention import grouped_decode_attention
+from plphp.bench.bandwidth import measure_bandwidth
+from plphp.bench.shapes import ModelShape
+from plphp.bench.timing import synchronize
+
+#: The read floor, interleaved with the kernels: a sum over the same keys and values.
+READ = "read K and V (sum)"
+
+
+def _kernels(scaling: float) -> dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Any]]:
+    def sdpa(query, key, value):
+        return torch.nn.functional.scaled_dot_product_attention(query, key, value, scale=scaling, enable_gqa=True)
+
+    return {
+        "grouped (plphp)": lambda query, key, value: grouped_decode_attention(query, key, value, scaling),
+        "sdpa (enable_gqa)": sdpa,
+        READ: lambda query, key, value: (key.sum(), value.sum()),
+    }
+
+
+def measure_kernels(
+    shape: ModelShape,
+    batch: int,
+    context: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+    rounds: int = 5,
+    layers: int | None = None,
+    bandwidth_mb: int = 256,
+) -> dict[str, Any]:
+    """Seconds per attention call and K/V read bandwidth of each kernel, on `layers` caches (default:
+    the shape's layer count) of `context` slots each, views of buffers with 128 spare slots as
+    plphp's cache holds them.
+
+    Returns:
+        `bandwidth` (the measured read figure, GB/s), and per kernel the median seconds per call
+        (min, max over rounds), GB/s, the share of the read bandwidth and `of_read_floor`, the
+        interleaved sum's seconds over the kernel's.
+    """
+    layers = layers or shape.layers
+    generator = torch.Generator(device=device).manual_seed(0)
+
+    def buffer() -> torch.Tensor:
+        full = torch.randn(batch, shape.kv_heads, context + 128, shape.head_dim, generator=generator, device=device)
+        return full.to(dtype)[:, :, :context]
+
+    caches = [(buffer(), buffer()) for _ in range(layers)]
+    query = torch.randn(batch, shape.heads, 1, shape.head_dim, generator=generator, device=device).to(dtype)
+    kernels = _kernels(shape.head_dim**-0.5)
+    seconds: dict[str, list[float]] = {name: [] for name in kernels}
+    names = list(kernels)
+    for index in range(rounds + 1):
+        for name in names if index % 2 == 0 else names[::-1]:
+            synchronize(torch.device(device))
+            start = time.perf_counter()
+            for key, value in caches:
+                kernels[name](query, key, value)
+            synchronize(torch.device(device))
+            if index:  # the first round warms up
+                seconds[name].append((time.perf_counter() - start) / layers)
+    bandwidth = measure_bandwidth(device, megabytes=bandwidth_mb)
+    read = 2 * caches[0][0].numel() * caches[0][0].element_size()
+    out: dict[str, Any] = {
+        "batch": batch,
+        "context": context,
+        "layers": layers,
+        "dtype": str(dtype).removeprefix("torch."),
+        "kv_bytes_per_call": read,
+        "bandwidth": bandwidth.to_dict(),
+        "kernels": {},
+    }
+    floor = statistics.median(seconds[READ])
+    for name, values in seconds.items():
+        median = statistics.median(values)
+        out["kernels"][name] = {
+            "seconds_per_call": {"median": median, "min": min(values), "max": max(values)},
+            "read_GBps": read / median / 1e9,
+            "bandwidth_share": read / median / bandwidth.read,
+            "of_read_floor": floor / median,
+        }
+    return out
+
+
+def matmul_rates(
+    shape: ModelShape, batch: int, context: int, rows: tuple[int, ...] = (1, 7, 16, 64)
+) -> dict[int, float]:
+    """GFLOP/s of the score product `[rows, D] x [D, L]` per (sample, KV head) at `rows` query rows:
+    with one query token the group size is the row count, which bounds the kernel's speed."""
+    key = torch.randn(batch, shape.kv_heads, context, shape.head_dim)
+    rates = {}
+    for count in rows:
+        query = torch.randn(batch, shape.kv_heads, count, shape.head_dim)
+        query @ key.transpose(-1, -2)
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            query @ key.transpose(-1, -2)
+            times.append(time.perf_counter() - start)
+        flops = 2 * count * context * shape.head_dim * batch * shape.kv_heads
+        rates[count] = flops / statistics.median(times) / 1e9
+    return rates

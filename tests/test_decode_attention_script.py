@@ -1,0 +1,30 @@
+"""benchmarks/decode_attention.py runs end to end and writes its JSON and Markdown (a smoke test: the
+figures come from running the script, docs/benchmarks.md quotes them)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "decode_attention.py"
+
+
+def test_the_kernels_are_timed_against_the_read_floor(tmp_path):
+    out, page = tmp_path / "k.json", tmp_path / "k.md"
+    args = [sys.executable, str(SCRIPT), "--batch", "1,2", "--vision-tokens", "64", "--rounds", "1", "--threads", "1"]
+    done = subprocess.run(
+        [*args, "--json", str(out), "--markdown", str(page)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    payload = json.loads(out.read_text())
+    assert [result["batch"] for result in payload["results"]] == [1, 2]
+    for result in payload["results"]:
+        kernels = result["kernels"]
+        assert set(kernels) == {"grouped (plphp)", "sdpa (enable_gqa)", "read K and V (sum)"}
+        assert kernels["read K and V (sum)"]["of_read_floor"] == 1.0
+        assert all(k["read_GBps"] > 0 and k["bandwidth_share"] > 0 for k in kernels.values())
+        assert result["kv_bytes_per_call"] == 2 * result["batch"] * 2 * (64 + 64) * 64 * 4  # K and V, float32
+        assert set(result["score_product_GFLOPs_by_rows"]) == {"1", "7", "16", "64"}
+    assert "| 2 | grouped (plphp) |" in page.read_text() and payload["environment"]["torch_num_threads"] == 1
