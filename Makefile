@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint docs clean
+.PHONY: demo test lint docs clean peer-kvpress
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,19 @@ lint: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict
+
+# The peer of docs/benchmarks.md's kvpress comparison, in a virtualenv of its own (kvpress pins an older
+# transformers): `make peer-kvpress`, then `python benchmarks/peers/kvpress.py`.
+PEER_VENV := .peer/kvpress-venv
+PEER_STAMP := $(PEER_VENV)/.installed-stamp
+
+$(PEER_STAMP): benchmarks/peers/kvpress-requirements.txt
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PEER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r benchmarks/peers/kvpress-requirements.txt
+	touch $(PEER_STAMP)
+
+peer-kvpress: $(PEER_STAMP)
 
 clean:
 	rm -rf $(VENV) site .pytest_cache .hypothesis
