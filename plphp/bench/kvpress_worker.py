@@ -61,10 +61,9 @@ class Worker:
         self.memory = _peak_memory_class()("cpu")
 
     def build(self, config: dict, seed: int = 0, threads: int | None = None) -> dict:
+        import kvpress  # noqa: F401  (its import patches transformers' attention functions for AdaKV)
         import transformers
         from transformers import Qwen2Config, Qwen2ForCausalLM
-
-        import kvpress  # noqa: F401  (its import patches transformers' attention functions for AdaKV)
 
         if threads:
             torch.set_num_threads(int(threads))
@@ -167,9 +166,7 @@ class Worker:
         positions = torch.full((batch, 1), self.length + self.steps, dtype=torch.long)
         with torch.inference_mode():
             start = time.perf_counter()
-            out = self.model(
-                input_ids=self.token, past_key_values=self.cache, position_ids=positions, logits_to_keep=1
-            )
+            out = self.model(input_ids=self.token, past_key_values=self.cache, position_ids=positions, logits_to_keep=1)
             self.token = out.logits[:, -1].argmax(-1, keepdim=True)
             step_s = time.perf_counter() - start
         self.steps += 1
