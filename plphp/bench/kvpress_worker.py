@@ -17,9 +17,11 @@ stdout (`{"error": ...}` when a request fails):
   observation (the last `window` hidden states; prefill of a 0.5B model on 4 × 2000 tokens takes
   minutes on one CPU thread); `real` runs `model.model(input_ids, past_key_values=cache)` as
   kvpress's pipeline does.
-- `step`: one greedy decode step with explicit positions (as kvpress's pipeline decodes: the
-  compressed cache's length is not the position), timed around the forward call and the argmax.
-- `finish`: KV bytes after the last step and the decode peak; drops the cache.
+  Answers a `run` id: several runs can be live at once, each with its own cache.
+- `step`: one greedy decode step of a run with explicit positions (as kvpress's pipeline decodes:
+  the compressed cache's length is not the position), timed around the forward call and the argmax.
+- `finish`: a run's KV bytes after its last step and its decode peak (when its prefill measured
+  memory: only a run alone measures its own); drops its cache.
 """
 
 from __future__ import annotations
@@ -27,10 +29,13 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import os
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -54,10 +59,22 @@ def _kv_bytes(cache) -> tuple[int, int]:
     return used, allocated
 
 
+@dataclass
+class Run:
+    """One live cache: its masks (AdaKV), the next input token, the prompt length and the steps taken."""
+
+    cache: Any
+    masks: list
+    token: torch.Tensor
+    length: int
+    steps: int = 0
+    measured: bool = True
+
+
 class Worker:
     def __init__(self):
         self.model = None
-        self.cache = None
+        self.runs: dict[int, Run] = {}
         self.memory = _peak_memory_class()("cpu")
 
     def build(self, config: dict, seed: int = 0, threads: int | None = None) -> dict:
@@ -126,56 +143,65 @@ class Worker:
                 press.forward_hook(layer.self_attn, (), kwargs, (None, None))
         return cache
 
-    def prefill(self, press: dict, input_ids: list, mode: str = "synthetic", seed: int = 0) -> dict:
+    def prefill(
+        self, press: dict, input_ids: list, mode: str = "synthetic", seed: int = 0, measure_memory: bool = True
+    ) -> dict:
         ids = torch.tensor(input_ids, dtype=torch.long)
-        for layer in self.model.model.layers:  # what an earlier AdaKV run left on the modules
+        layers = self.model.model.layers
+        for layer in layers:  # kvpress's real prefill clears them in its attention patch
             layer.self_attn.masked_key_indices = None
-        self.cache = None
-        memory_before = self.memory.reset()
+        memory_before = self.memory.reset() if measure_memory else None
         kvpress_press = self._press(press)
         with torch.inference_mode():
             if mode == "real":
                 from transformers import DynamicCache
 
-                self.cache = DynamicCache(config=self.model.config)
+                cache = DynamicCache(config=self.model.config)
                 with kvpress_press(self.model) if kvpress_press is not None else contextlib.nullcontext():
-                    self.model.model(input_ids=ids, past_key_values=self.cache, use_cache=True)
+                    self.model.model(input_ids=ids, past_key_values=cache, use_cache=True)
             else:
-                self.cache = self._synthetic_prefill(kvpress_press, ids, seed, int(press.get("window_size", 64)))
-        peak_prefill = self.memory.peak()
-        self.length, self.steps = ids.shape[1], 0
-        self.token = ids[:, -1:].clone()
-        used, allocated = _kv_bytes(self.cache)
-        masked = sum(
-            len(indices[0])
-            for layer in self.model.model.layers
-            if (indices := getattr(layer.self_attn, "masked_key_indices", None)) is not None
-        )
-        self.memory.reset()
+                cache = self._synthetic_prefill(kvpress_press, ids, seed, int(press.get("window_size", 64)))
+        peak_prefill = self.memory.peak() if measure_memory else None
+        masks = [getattr(layer.self_attn, "masked_key_indices", None) for layer in layers]
+        run = len(self.runs)
+        self.runs[run] = Run(cache=cache, masks=masks, token=ids[:, -1:].clone(), length=ids.shape[1])
+        used, allocated = _kv_bytes(cache)
+        if measure_memory:
+            self.memory.reset()
+        state = self.runs[run]
+        state.measured = measure_memory
         return {
+            "run": run,
             "kv_bytes": used,
             "kv_bytes_allocated": allocated,
-            "kv_lengths": sorted({int(layer.keys.shape[-2]) for layer in self.cache.layers}),
-            "masked_entries": masked,  # (batch, kv head, position) triples AdaKV masks but still holds
+            "kv_lengths": sorted({int(layer.keys.shape[-2]) for layer in cache.layers}),
+            # (sequence, KV head, position) triples AdaKV masks at decode time but still holds
+            "masked_entries": sum(len(indices[0]) for indices in masks if indices is not None),
             "memory_before": memory_before,
             "peak_prefill": peak_prefill,
         }
 
-    def step(self) -> dict:
-        batch = self.token.shape[0]
-        positions = torch.full((batch, 1), self.length + self.steps, dtype=torch.long)
+    def step(self, run: int) -> dict:
+        state = self.runs[run]
+        # kvpress keeps AdaKV's masks on the attention modules: hand each live run its own
+        for layer, indices in zip(self.model.model.layers, state.masks):
+            layer.self_attn.masked_key_indices = indices
+        positions = torch.full((state.token.shape[0], 1), state.length + state.steps, dtype=torch.long)
         with torch.inference_mode():
             start = time.perf_counter()
-            out = self.model(input_ids=self.token, past_key_values=self.cache, position_ids=positions, logits_to_keep=1)
-            self.token = out.logits[:, -1].argmax(-1, keepdim=True)
+            out = self.model(
+                input_ids=state.token, past_key_values=state.cache, position_ids=positions, logits_to_keep=1
+            )
+            state.token = out.logits[:, -1].argmax(-1, keepdim=True)
             step_s = time.perf_counter() - start
-        self.steps += 1
+        state.steps += 1
         return {"step_s": step_s}
 
-    def finish(self) -> dict:
-        used, allocated = _kv_bytes(self.cache)
-        self.cache = None
-        return {"kv_bytes_end": used, "kv_bytes_allocated_end": allocated, "peak_decode": self.memory.peak()}
+    def finish(self, run: int) -> dict:
+        state = self.runs.pop(run)
+        used, allocated = _kv_bytes(state.cache)
+        peak = self.memory.peak() if state.measured else None
+        return {"kv_bytes_end": used, "kv_bytes_allocated_end": allocated, "peak_decode": peak}
 
 
 def _version(package: str) -> str | None:
@@ -195,7 +221,8 @@ def main() -> int:
         request = json.loads(line)
         op = request.pop("op", None)
         if op == "quit":
-            break
+            sys.stdout.flush()
+            os._exit(0)  # nothing to save: skip the interpreter's teardown of torch
         try:
             if op not in ("build", "prefill", "step", "finish"):
                 raise ValueError(f"op: {op!r} is not known; use build, prefill, step, finish or quit")

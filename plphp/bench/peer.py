@@ -3,10 +3,12 @@
 kvpress pins an older transformers than plphp's, so it runs in a virtualenv of its own
 (`make peer-kvpress`) as a long-lived worker process (`plphp/bench/kvpress_worker.py`) that speaks
 JSON lines over stdin / stdout. This process builds the same Qwen2 model (one config, one seed; a
-fingerprint of the weights must match the worker's), the same prompt ids and the same cache, and
-for each pair of presses (`PAIRS`) prefills both sides, then alternates single decode steps between
-the two processes (A B, B A, ...), each timing its own forward call. Rounds alternate the order of
-the pairs and which side goes first.
+fingerprint of the weights must match the worker's) and the same prompt ids. Each round prefills
+every pair of presses (`PAIRS`) on both sides, so all caches are live at once, then goes round all
+of them one decode step at a time (forwards, then backwards), alternating between the two
+processes, each timing its own forward call; so every figure, the unpruned references included,
+sees the same load of a shared machine. Rounds alternate the order of the pairs and which side
+prefills first; peak memory comes from a warm-up run of each press on each side, alone.
 
 **The same compression.** kvpress removes `compression_ratio` of the whole prompt (keeping
 `int(L · (1 − c))` entries per head, its `compute_n_kept`; SnapKV's observation window is always among
@@ -211,8 +213,8 @@ def _plphp_side(result: Any) -> dict[str, Any]:
 
 def _kvpress_run(worker: KvpressWorker, spec: dict, ids: list, setup: PeerSetup, steps: int) -> dict[str, Any]:
     prefill = worker.request("prefill", press=spec, input_ids=ids, mode=setup.prefill, seed=setup.seed)
-    timed = [worker.request("step")["step_s"] for _ in range(steps)]
-    return {**prefill, **worker.request("finish"), "steps_s": timed}
+    timed = [worker.request("step", run=prefill["run"])["step_s"] for _ in range(steps)]
+    return {**prefill, **worker.request("finish", run=prefill["run"]), "steps_s": timed}
 
 
 def run_peer_comparison(
@@ -221,8 +223,12 @@ def run_peer_comparison(
     pairs: Sequence[PeerPair] = PAIRS,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Warm up each pair on both sides alone (their peak memory), then `setup.rounds` rounds of
-    step-interleaved decoding. Returns the raw runs; `plphp.bench.peer_summary.summarize` reads them."""
+    """Warm up each pair on both sides alone (their peak memory), then `setup.rounds` rounds in
+    which every press of both sides decodes, one step at a time in turn.
+
+    Returns:
+        The raw runs (JSON-ready), which `plphp.bench.peer_summary.summarize` reads.
+    """
     say = progress or (lambda message: None)
     workload = setup.workload
     retention, kept = matched_retention(workload, setup.compression)
@@ -269,48 +275,53 @@ def run_peer_comparison(
             theirs = _kvpress_run(worker, specs[pair.label], ids, setup, warm_steps)
             raw["warmups"].append({"label": pair.label, "plphp": _plphp_side(mine), "kvpress": theirs})
         for index in range(setup.rounds):
-            order = list(pairs) if index % 2 == 0 else list(pairs)[::-1]
-            for position, pair in enumerate(order):
-                say(f"round {index + 1}/{setup.rounds}: {pair.label}, steps alternating between the processes")
-                raw["rounds"].append(
-                    _interleaved(
-                        model,
-                        worker,
-                        variants[pair.label],
-                        specs[pair.label],
-                        ids,
-                        input_ids,
-                        setup,
-                        index,
-                        (index + position) % 2 == 0,
-                    )
-                )
+            say(f"round {index + 1}/{setup.rounds}: every press on both sides, decode steps alternating")
+            runs = _round(model, worker, pairs, variants, specs, ids, input_ids, setup, index)
+            raw["rounds"].extend(runs)
     return raw
 
 
-def _interleaved(model, worker, variant, spec, ids, input_ids, setup, index, plphp_first) -> dict[str, Any]:
-    """Both sides' caches live at once; single decode steps alternate between the two processes."""
-    run = _Run(model, variant, input_ids, setup.workload.new_tokens, setup.prefill, setup.seed)
-    run.prefill()
-    theirs = worker.request("prefill", press=spec, input_ids=ids, mode=setup.prefill, seed=setup.seed)
-    their_steps = []
+def _round(model, worker, pairs, variants, specs, ids, input_ids, setup, index) -> list[dict[str, Any]]:
+    """Every pair's caches live at once on both sides; single decode steps go round all of them
+    (forwards, then backwards at the next step), so the two processes' steps alternate."""
+    order = list(pairs) if index % 2 == 0 else list(pairs)[::-1]
+    live: list[tuple[str, str, Any]] = []  # (side, label, a plphp `_Run` or the worker's run id)
+    first = {}
+    for position, pair in enumerate(order):
+        sides = ("plphp", "kvpress") if (index + position) % 2 == 0 else ("kvpress", "plphp")
+        first[pair.label] = sides[0]
+        for side in sides:
+            if side == "plphp":
+                run = _Run(model, variants[pair.label], input_ids, setup.workload.new_tokens, setup.prefill, setup.seed)
+                run.prefill()
+            else:
+                run = worker.request(
+                    "prefill",
+                    press=specs[pair.label],
+                    input_ids=ids,
+                    mode=setup.prefill,
+                    seed=setup.seed,
+                    measure_memory=False,  # the caches are side by side: peaks come from the warm-ups
+                )
+                run["steps_s"] = []
+            live.append((side, pair.label, run))
     for step in range(setup.workload.new_tokens):
-        if (step % 2 == 0) == plphp_first:
-            run.step()
-            their_steps.append(worker.request("step")["step_s"])
+        for side, _, run in live if step % 2 == 0 else live[::-1]:
+            if side == "plphp":
+                run.step()
+            else:
+                run["steps_s"].append(worker.request("step", run=run["run"])["step_s"])
+    finished: dict[str, dict[str, Any]] = {pair.label: {} for pair in order}
+    for side, label, run in live:
+        if side == "plphp":
+            finished[label]["plphp"] = _plphp_side(run.finish(index))
         else:
-            their_steps.append(worker.request("step")["step_s"])
-            run.step()
-    mine = run.finish(index)
-    theirs.update(worker.request("finish"), steps_s=their_steps)
-    return {
-        "round": index,
-        "label": variant.label,
-        "first": "plphp" if plphp_first else "kvpress",
-        "plphp": _plphp_side(mine),
-        "kvpress": theirs,
-        "load_avg_1min": os.getloadavg()[0],
-    }
+            finished[label]["kvpress"] = {**run, **worker.request("finish", run=run["run"])}
+    load = os.getloadavg()[0]
+    return [
+        {"round": index, "label": label, "first": first[label], **sides, "load_avg_1min": load}
+        for label, sides in finished.items()
+    ]
 
 
 def _describe(variant: Variant) -> str:
