@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint docs clean gpu-wheels gpu-check
+.PHONY: demo test lint docs clean gpu-wheels gpu-check peer-kvpress
 
 # Wheels for a GPU machine without a registry (benchmarks/gpu/check.sh installs the missing ones):
 # CPython $(GPU_PYTHON), Linux x86_64; GPU_WHEELS_SKIP names packages the machine surely has.
@@ -41,6 +41,19 @@ gpu-wheels:
 # On the GPU machine (no registry needed): PYTHON=python3 by default.
 gpu-check:
 	benchmarks/gpu/check.sh $(if $(OUT),$(OUT))
+
+# The peer of docs/benchmarks.md's kvpress comparison, in a virtualenv of its own (kvpress pins an older
+# transformers): `make peer-kvpress`, then `python benchmarks/peers/kvpress.py`.
+PEER_VENV := .peer/kvpress-venv
+PEER_STAMP := $(PEER_VENV)/.installed-stamp
+
+$(PEER_STAMP): benchmarks/peers/kvpress-requirements.txt
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PEER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r benchmarks/peers/kvpress-requirements.txt
+	touch $(PEER_STAMP)
+
+peer-kvpress: $(PEER_STAMP)
 
 clean:
 	rm -rf $(VENV) site .pytest_cache .hypothesis

@@ -160,7 +160,7 @@ def test_no_module_is_over_450_lines(path):
     assert len(path.read_text().splitlines()) <= 450
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "benchmarks").glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "benchmarks").rglob("*.py")), ids=lambda p: p.name)
 def test_each_benchmark_script_is_a_thin_command_line(path):
     assert len(path.read_text().splitlines()) < 150
 
