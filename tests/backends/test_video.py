@@ -17,7 +17,7 @@ from plphp.errors import UnsupportedModelError
 from plphp.models.video import VIDEO_ARCHITECTURES
 from plphp.ops import kept_count
 from plphp.registry import get_registry
-from plphp.testing import check_policy, tiny_vlm
+from plphp.testing import TOLERANCE, check_policy, tiny_vlm
 
 DECODING = {
     "greedy": dict(do_sample=False),
@@ -113,7 +113,9 @@ def test_pruning_a_video_batch_equals_the_masked_reference(video, decoding, poli
     assert any(layer.pruned for layer in report.layers)
     assert torch.equal(pruned.sequences, reference.sequences)
     for step, (a, b) in enumerate(zip(pruned.logits, reference.logits)):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=lambda m, s=step: f"decode step {s}: {m}")
+        # The kit's tolerance: the pruned layers' grouped decode kernel sums in another order than the
+        # reference's eager attention, which moved logits by up to 1.2e-5 on these longer video prompts.
+        torch.testing.assert_close(a, b, atol=TOLERANCE, rtol=0, msg=lambda m, s=step: f"decode step {s}: {m}")
 
 
 def test_full_is_bit_identical_on_a_video_batch(video):
