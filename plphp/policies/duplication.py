@@ -80,10 +80,11 @@ class Duplication(Collector):
         flat = key.float().transpose(1, 2).reshape(batch, length, -1)  # [B, L, H_kv·D]: every head's key
         norm = flat.norm(p=1 if self.params.key_norm == "l1" else 2, dim=-1)  # [B, L]
         features = torch.nn.functional.normalize(hidden_states.float(), dim=-1)  # [B, L, D_model]
-        voting = observers(prompt, "question")  # [B, w] the question's tokens
+        window = observers(prompt, "question")  # [B, w] the question's tokens, or the last one
+        question_mask = window & ~prompt.vision_mask[:, length - window.shape[1] :]
         scores = torch.zeros(batch, length, device=key.device)
         for b in range(batch):
-            question = torch.nonzero(voting[b]).flatten() + (length - voting.shape[1])
+            question = torch.nonzero(question_mask[b]).flatten() + (length - window.shape[1])
             text_pivots = question[strongest(norm[b, question], self.params.text_pivots)]
             for segment in prompt.segments(b):
                 image_pivots = segment[strongest(norm[b, segment], self.params.pivots)]
