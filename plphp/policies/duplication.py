@@ -5,11 +5,12 @@ Ranks vision tokens by how little they duplicate a few pivot tokens, with no att
 image the pivots are its `pivots` vision tokens with the largest key norm (L1 over all KV heads'
 post-RoPE keys), plus the sample's `text_pivots` question tokens (text after the last image) with
 the largest key norm. Every pivot lists the image's other tokens from least to most cosine-similar
-on the layer's hidden states (the layer's output after the final norm); a token's rank is the first
-round in which some pivot lists it (round `m` gives each pivot's `m`-th least similar token, pivots
-in turn). Image pivots rank first. With the `shared_topk` selector an image keeping
-`p + m · P` tokens keeps its `p` image pivots and the `m` least similar tokens of each of its `P`
-pivots (text pivots included; they stay as text). See docs/policies/dart.md.
+on the layer's output hidden states after the final norm (`similarity: keys`, our variant, compares
+the post-RoPE keys). A token's rank is the first round in which some pivot lists it: round `m`
+gives each pivot, in turn, its `m`-th least similar token. Image pivots rank first. With the
+`shared_topk` selector an image keeping `p + m · P` tokens keeps its `p` image pivots and the `m`
+least similar tokens of each of its `P` pivots (text pivots choose too, and stay as text).
+See docs/policies/dart.md.
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ class Duplication(Collector):
             4, ge=0, le=256, description="text pivots per sample: question tokens of largest key norm (not kept)"
         )
         key_norm: Literal["l1", "l2"] = Field("l1", description="the norm of the keys that picks pivots")
+        similarity: Literal["hidden_states", "keys"] = Field(
+            "hidden_states", description="what the cosine compares: hidden states (DART) or post-RoPE keys"
+        )
 
     def collect(
         self, query, key, prompt: PromptInfo, layer_idx: int, scaling: float, *, hidden_states: torch.Tensor
@@ -79,7 +83,8 @@ class Duplication(Collector):
         batch, kv_heads, length, _ = key.shape
         flat = key.float().transpose(1, 2).reshape(batch, length, -1)  # [B, L, H_kv·D]: every head's key
         norm = flat.norm(p=1 if self.params.key_norm == "l1" else 2, dim=-1)  # [B, L]
-        features = torch.nn.functional.normalize(hidden_states.float(), dim=-1)  # [B, L, D_model]
+        compared = hidden_states.float() if self.params.similarity == "hidden_states" else flat
+        features = torch.nn.functional.normalize(compared, dim=-1)  # [B, L, D_model] (or [B, L, H_kv·D])
         window = observers(prompt, "question")  # [B, w] the question's tokens, or the last one
         question_mask = window & ~prompt.vision_mask[:, length - window.shape[1] :]
         scores = torch.zeros(batch, length, device=key.device)

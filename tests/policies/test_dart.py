@@ -34,7 +34,7 @@ def _tensors(prompt, seed, width=6):
     return key, hidden
 
 
-def _naive_order(key, hidden, prompt, b, segment, pivots, text_pivots):
+def _naive_order(key, features, prompt, b, segment, pivots, text_pivots):
     """Image pivots by key L1 norm, then round robin: round m gives each pivot its m-th least similar token."""
     norm = {p: float(key[b, :, p, :].abs().sum()) for p in range(prompt.length)}
     vision = set(torch.nonzero(prompt.vision_mask[b]).flatten().tolist())
@@ -46,7 +46,7 @@ def _naive_order(key, hidden, prompt, b, segment, pivots, text_pivots):
     texts = sorted(question, key=lambda p: (-norm[p], p))[:text_pivots]
 
     def cosine(a, c):
-        return float(torch.nn.functional.cosine_similarity(hidden[b, a], hidden[b, c], dim=0))
+        return float(torch.nn.functional.cosine_similarity(features[b, a], features[b, c], dim=0))
 
     others = [p for p in segment if p not in image]
     lists = [sorted(others, key=lambda p, q=q: (cosine(q, p), p)) for q in image + texts]
@@ -59,10 +59,14 @@ def _naive_order(key, hidden, prompt, b, segment, pivots, text_pivots):
 
 
 @settings(max_examples=60, deadline=None)
-@given(prompts(), st.integers(0, 10_000), rates, st.integers(1, 4), st.integers(0, 3))
-def test_dart_keeps_the_pivots_then_the_least_similar_tokens_of_each_pivot(prompt, seed, rate, pivots, text_pivots):
+@given(prompts(), st.integers(0, 10_000), rates, st.integers(1, 4), st.integers(0, 3), st.booleans())
+def test_dart_keeps_the_pivots_then_the_least_similar_tokens_of_each_pivot(
+    prompt, seed, rate, pivots, text_pivots, on_keys
+):
     key, hidden = _tensors(prompt, seed)
-    stats = Duplication(pivots=pivots, text_pivots=text_pivots).collect(None, key, prompt, 1, 1.0, hidden_states=hidden)
+    collector = Duplication(pivots=pivots, text_pivots=text_pivots, similarity="keys" if on_keys else "hidden_states")
+    stats = collector.collect(None, key, prompt, 1, 1.0, hidden_states=hidden)
+    features = key.transpose(1, 2).flatten(2) if on_keys else hidden  # [B, L, H_kv·D] or [B, L, D]
     assert torch.equal(stats.scores, stats.scores[:, :1].expand_as(stats.scores))  # one ranking for every head
     assert torch.isnan(stats.vision_attention).all()
     retention = torch.full((prompt.batch_size,), rate)
@@ -73,7 +77,7 @@ def test_dart_keeps_the_pivots_then_the_least_similar_tokens_of_each_pivot(promp
         kept = set(keep[b, 0][keep[b, 0] >= 0].tolist())
         for segment in prompt.segments(b):
             segment = segment.tolist()
-            image, order, lists = _naive_order(key, hidden, prompt, b, segment, pivots, text_pivots)
+            image, order, lists = _naive_order(key, features, prompt, b, segment, pivots, text_pivots)
             budget = kept_count(rate, len(segment))
             expected = image[:budget] + order[: max(0, budget - len(image))]
             assert kept & set(segment) == set(expected)
