@@ -213,7 +213,7 @@ class Session:
         """Hand one layer's post-RoPE `query` `[B, H, L, D]` and `key` `[B, H_kv, L, D]` to the collector.
 
         A collector that reads hidden states (`reads_hidden_states`) also needs `hidden_states`
-        `[B, L, D_model]`: the layer's output after the final norm.
+        `[B, L, D_model]`, the layer's output; the session applies the final norm.
         """
         if self._prefill is None:
             return
@@ -288,10 +288,7 @@ class Session:
         pending, self._pending = self._pending, None
         if self._prefill is None or pending is None or pending[0] != layer_idx:
             return None
-        hidden = output[0] if isinstance(output, tuple) else output
-        with torch.no_grad():
-            normed = self._final_norm(hidden)
-        self._collect(*pending, hidden_states=normed)
+        self._collect(*pending, hidden_states=output[0] if isinstance(output, tuple) else output)
         return None
 
     def _collect(
@@ -305,9 +302,11 @@ class Session:
         """Run the collector on one layer of the prefill, between its two events."""
         prefill = self._prefill
         collector = self.policy.collector
-        extra = {"hidden_states": hidden_states} if collector.reads_hidden_states else {}
         self.observers.emit("on_collect_start", self, layer_idx)
         with torch.no_grad():  # statistics choose tokens; they are not part of the model's output
+            extra = {}
+            if collector.reads_hidden_states:  # what the LM head would read (docs/architecture.md)
+                extra["hidden_states"] = (self._final_norm or self.adapter.final_norm())(hidden_states)
             stats = collector.collect(query, key, prefill.current, layer_idx, scaling, **extra)
         check_stats(stats, prefill.current, f"collector {self.policy.collector.name!r} (layer {layer_idx})")
         prefill.stats[layer_idx] = stats

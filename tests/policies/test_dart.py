@@ -187,3 +187,26 @@ def test_dart_runs_on_sdpa_with_no_eager_attention_and_no_softmax(monkeypatch):
     decoder_layers = text_config.num_hidden_layers
     assert set(layers) >= set(range(decoder_layers)) and layers.count(decoder_layers - 1) == 3
     assert any(layer.pruned for layer in session.report.layers)
+
+
+@pytest.mark.parametrize(("prefill", "stage"), [("real", "prefill"), ("synthetic", "decode")])
+def test_dart_runs_in_the_benchmark(prefill, stage):
+    from plphp.bench.bandwidth import measure_bandwidth
+    from plphp.bench.runs import run_benchmark
+    from plphp.bench.shapes import build_shape_model
+    from plphp.bench.workload import UNPRUNED, Variant, Workload
+
+    policy = load_policy({"preset": "dart", "stage": stage})
+    result = run_benchmark(
+        build_shape_model("tiny-llava-onevision"),
+        [Variant(UNPRUNED), Variant("dart", policy)],
+        Workload(batch=2, vision_tokens=30, text_tokens=6, images=2, new_tokens=2),
+        prefill=prefill,
+        rounds=1,
+        bandwidth=measure_bandwidth("cpu", megabytes=8, repeats=1),
+        setup={},
+    )
+    (run,) = result.runs_of("dart")
+    assert f"stage={stage}" in run.report["policy"] and run.report["pruned_layers"] > 0
+    assert run.kv_bytes == run.report["kv_bytes_after"] == run.report["kv_bytes_formula"]
+    assert run.kv_bytes < result.runs_of(UNPRUNED)[0].kv_bytes
