@@ -306,7 +306,8 @@ class Session:
         with torch.no_grad():  # statistics choose tokens; they are not part of the model's output
             extra = {}
             if collector.reads_hidden_states:  # what the LM head would read (docs/architecture.md)
-                extra["hidden_states"] = (self._final_norm or self.adapter.final_norm())(hidden_states)
+                norm = self._final_norm if self._final_norm is not None else self.adapter.final_norm()
+                extra["hidden_states"] = norm(hidden_states)
             stats = collector.collect(query, key, prefill.current, layer_idx, scaling, **extra)
         check_stats(stats, prefill.current, f"collector {self.policy.collector.name!r} (layer {layer_idx})")
         prefill.stats[layer_idx] = stats
