@@ -1,5 +1,6 @@
 """DART (`duplication` collector, `dart` preset): its tensor math against naive loops, and its path
-through a model: hidden states after the final norm, sdpa throughout, no softmax map."""
+through a model: hidden states after the final norm, sdpa throughout, no softmax map, a flash-style
+kernel (2-D padding masks only), the benchmark."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AttentionInterface
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 import plphp
@@ -152,16 +154,17 @@ def test_the_collector_reads_each_layers_output_after_the_final_norm(monkeypatch
     assert all(seen[layer][1] < length for layer in seen if layer >= 2)  # later layers see the shrunk sequence
 
 
+def _refuse(*args, **kwargs):
+    raise AssertionError("eager attention was called")
+
+
 def test_dart_runs_on_sdpa_with_no_eager_attention_and_no_softmax(monkeypatch):
     vlm = tiny_vlm("qwen2_vl")
     model = vlm.model
     model.set_attn_implementation({"text_config": "sdpa"})
 
-    def refuse(*args, **kwargs):
-        raise AssertionError("eager attention was called")
-
-    monkeypatch.setattr(attention, "eager_attention", refuse)
-    monkeypatch.setattr(sys.modules[type(model.get_decoder()).__module__], "eager_attention_forward", refuse)
+    monkeypatch.setattr(attention, "eager_attention", _refuse)
+    monkeypatch.setattr(sys.modules[type(model.get_decoder()).__module__], "eager_attention_forward", _refuse)
     sdpa, layers = ALL_ATTENTION_FUNCTIONS["sdpa"], []
 
     def counting_sdpa(module, *args, **kwargs):
@@ -210,3 +213,49 @@ def test_dart_runs_in_the_benchmark(prefill, stage):
     assert f"stage={stage}" in run.report["policy"] and run.report["pruned_layers"] > 0
     assert run.kv_bytes == run.report["kv_bytes_after"] == run.report["kv_bytes_formula"]
     assert run.kv_bytes < result.runs_of(UNPRUNED)[0].kv_bytes
+
+
+def _flash_like(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Stands in for a flash kernel on the CPU: it takes a 2-D padding mask or none, never a dense one."""
+    if attention_mask is not None and attention_mask.dim() != 2:
+        raise AssertionError(f"a flash kernel was handed a {attention_mask.dim()}-D mask")
+    q_len, kv_len = query.shape[2], key.shape[2]
+    rows = torch.arange(q_len, device=query.device)[:, None] + (kv_len - q_len)
+    mask = (torch.arange(kv_len, device=query.device) <= rows)[None, None]  # causal, [1, 1, q, kv]
+    if attention_mask is not None:  # padded keys are masked; a padded query still sees itself
+        mask = (mask & attention_mask[:, None, None, -kv_len:].bool()) | (torch.arange(kv_len) == rows)
+    return ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, mask, scaling=scaling, dropout=dropout)
+
+
+def test_dart_under_a_flash_style_kernel_equals_the_masked_reference_and_sdpa(monkeypatch):
+    monkeypatch.setitem(AttentionInterface._global_mapping, "flash_like", _flash_like)
+    monkeypatch.setitem(
+        AttentionMaskInterface._global_mapping, "flash_like", ALL_MASK_ATTENTION_FUNCTIONS["flash_attention_2"]
+    )
+    monkeypatch.setattr(attention, "eager_attention", _refuse)
+    vlm = tiny_vlm("qwen2_vl")
+    runs = {}
+    for implementation, materialize in (("flash_like", "prune"), ("flash_like", "mask"), ("sdpa", "prune")):
+        vlm.model.set_attn_implementation({"text_config": implementation})
+        try:
+            with torch.inference_mode(), plphp.apply(vlm.model, "dart", materialize=materialize) as session:
+                out = vlm.model.generate(
+                    **vlm.inputs["batch3"],
+                    do_sample=False,
+                    max_new_tokens=4,
+                    min_new_tokens=4,
+                    output_logits=True,
+                    return_dict_in_generate=True,
+                )
+        finally:
+            vlm.model.set_attn_implementation({"text_config": "sdpa"})
+        runs[implementation, materialize] = out, session.report
+    (pruned, report), (masked, _), (sdpa, sdpa_report) = runs.values()
+    assert torch.equal(pruned.sequences, masked.sequences)
+    for a, b in zip(pruned.logits, masked.logits):
+        torch.testing.assert_close(a, b, atol=3e-5, rtol=0)
+    for mine, other in zip(report.layers, sdpa_report.layers):
+        assert mine.pruned == other.pruned
+        if mine.pruned:
+            assert torch.equal(mine.kept_positions, other.kept_positions)  # the same keep-set as under sdpa
+    assert torch.equal(pruned.sequences, sdpa.sequences)
