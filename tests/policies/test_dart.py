@@ -259,3 +259,14 @@ def test_dart_under_a_flash_style_kernel_equals_the_masked_reference_and_sdpa(mo
         if mine.pruned:
             assert torch.equal(mine.kept_positions, other.kept_positions)  # the same keep-set as under sdpa
     assert torch.equal(pruned.sequences, sdpa.sequences)
+
+
+def test_a_model_without_a_final_norm_is_refused_by_name(monkeypatch):
+    from plphp.errors import UnsupportedModelError
+
+    vlm = tiny_vlm("llava")
+    monkeypatch.delattr(vlm.model.get_decoder(), "norm")
+    with pytest.raises(UnsupportedModelError, match="no final norm"), plphp.apply(vlm.model, "dart"):
+        pass
+    with plphp.apply(vlm.model, "fastv"):  # collectors that read no hidden states do not need it
+        pass
