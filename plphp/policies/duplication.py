@@ -36,7 +36,7 @@ def duplication_scores(
     """One image's scores: image pivots first (by key norm), then by the round a pivot lists a token in.
 
     Args:
-        features: `[L, D]` unit-norm hidden states of one sample.
+        features: `[L, D]` unit-norm hidden states (or keys) of one sample.
         image_pivots: `[p]` positions of the image's pivots, strongest first (a subset of `segment`).
         text_pivots: `[t]` positions of the sample's text pivots.
         segment: `[n]` positions of the image's vision tokens.
@@ -47,16 +47,17 @@ def duplication_scores(
         least similar non-pivot tokens, `P = p + t`.
     """
     pivots = torch.cat([image_pivots, text_pivots])
-    count, n = pivots.shape[0], segment.shape[0]
+    num_pivots, n = pivots.shape[0], segment.shape[0]
     similarity = features[pivots] @ features[segment].T  # [P, n] cosine
     is_pivot = torch.isin(segment, image_pivots)
     similarity[:, is_pivot] = float("inf")  # pivots are kept anyway: no pivot lists them
     order = similarity.argsort(dim=-1, stable=True)  # [P, n] least similar first
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(n, device=order.device).expand(count, n))
-    turn = torch.arange(count, device=rank.device)[:, None]
-    scores = (n * count - (rank * count + turn).amin(0)).float()
+    places = torch.arange(n, device=order.device).expand(num_pivots, n)
+    rank = torch.empty_like(order).scatter_(1, order, places)  # rank[q, j]: place of j in q's list
+    turn = torch.arange(num_pivots, device=rank.device)[:, None]
+    scores = (n * num_pivots - (rank * num_pivots + turn).amin(0)).float()
     place = (segment[:, None] == image_pivots[None, :]).long().argmax(-1)  # which pivot, for pivots
-    pivot_scores = (n * count + image_pivots.shape[0] - place).float()
+    pivot_scores = (n * num_pivots + image_pivots.shape[0] - place).float()
     return torch.where(is_pivot, pivot_scores, scores)
 
 
