@@ -61,6 +61,9 @@ class Collector(Component):
     #: `key_norm` does); a policy pairing it with an allocator that has `needs_vision_attention`
     #: is refused when it is loaded.
     measures_vision_attention: ClassVar[bool] = True
+    #: True when the collector also reads the layer's output hidden states (DART compares tokens by
+    #: them); the backend then calls `collect` once the layer has run, with `hidden_states=`.
+    reads_hidden_states: ClassVar[bool] = False
 
     @abstractmethod
     def collect(
@@ -79,6 +82,9 @@ class Collector(Component):
             prompt: vision positions, segments and padding of the prompt.
             layer_idx: index of the decoder layer.
             scaling: the softmax scale the model uses (usually `D ** -0.5`).
+
+        A collector with `reads_hidden_states` also takes `hidden_states`: `[B, L, D_model]`, the
+        layer's output after the language model's final norm (the features its LM head would read).
         """
 
 

@@ -148,7 +148,10 @@ def check_components(policy: Policy, prompt: PromptInfo | None = None, seed: int
     for layer in range(prompt.num_layers):
         query = torch.randn(shape, generator=generator)
         key = torch.randn(prompt.batch_size, prompt.num_kv_heads, prompt.length, prompt.head_dim, generator=generator)
-        layer_stats = policy.collector.collect(query, key, prompt, layer, prompt.head_dim**-0.5)
+        extra = {}
+        if policy.collector.reads_hidden_states:
+            extra["hidden_states"] = torch.randn(prompt.batch_size, prompt.length, 16, generator=generator)
+        layer_stats = policy.collector.collect(query, key, prompt, layer, prompt.head_dim**-0.5, **extra)
         try:
             check_stats(layer_stats, prompt, f"collector {policy.collector.name!r}", full=True)
         except PlphpError as exc:

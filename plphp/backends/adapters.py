@@ -101,6 +101,20 @@ class ModelAdapter:
         """The language model's decoder layers, in order."""
         return list(self.model.get_decoder().layers)
 
+    def final_norm(self) -> torch.nn.Module:
+        """The language model's last normalisation, the one its LM head reads after the last layer.
+
+        Collectors that compare tokens by their hidden states (`reads_hidden_states`, DART) get
+        each layer's output through it, as DART's code compares them.
+        """
+        norm = getattr(self.model.get_decoder(), "norm", None)
+        if not isinstance(norm, torch.nn.Module):
+            raise UnsupportedModelError(
+                f"adapter {self.name!r}: {type(self.model).__name__}'s language model has no final norm "
+                "(`norm`), which collectors that read hidden states need; override ModelAdapter.final_norm"
+            )
+        return norm
+
     def gather_positions(self, kwargs: dict[str, Any], slots: torch.Tensor) -> dict[str, Any]:
         """A decoder layer's keyword inputs for a shrunk sequence (prefill stage).
 

@@ -9,7 +9,8 @@ How it works (see docs/architecture.md):
    `PrunableLayer` in place of each decoder layer's cache and reads the vision positions from the
    prompt through the model's adapter.
 3. During prefill the attention function hands each layer's post-RoPE queries and keys to the
-   policy's collector.
+   policy's collector. A collector that also reads hidden states (`reads_hidden_states`, DART) is
+   called from a forward hook on the decoder layer instead, once the layer's output exists.
 4. A forward hook ends prefill: the decode stage (`plphp.backends.decode_stage`) has the allocator
    set retention per layer and the selector pick each KV head's vision tokens, and compresses the
    cache (or, in "mask" mode, only masks it).
@@ -154,6 +155,9 @@ class Session:
         self._prefill: PrefillState | None = None
         self._cache: Cache | None = None
         check_layer_range(policy, adapter)
+        # A collector that reads hidden states is called after its layer: (layer, query, key, scaling) until then.
+        self._pending: tuple[int, torch.Tensor, torch.Tensor, float] | None = None
+        self._final_norm: torch.nn.Module | None = None
         self._prunable = adapter.prunable_layers()
         self._decode_stage = DecodeStage(policy, self._prunable, materialize, record_scores)
         self._prefill_stage = (
@@ -188,6 +192,10 @@ class Session:
                 self.model.register_forward_pre_hook(self._before_forward, with_kwargs=True),
                 self.model.register_forward_hook(self._after_forward, with_kwargs=True),
             ]
+            if self.policy.collector.reads_hidden_states:
+                self._final_norm = self.adapter.final_norm()
+                for idx, layer in enumerate(self.adapter.decoder_layers()):
+                    self._hooks.append(layer.register_forward_hook(functools.partial(self._after_layer, idx)))
             if self.policy.stage == "prefill":
                 for idx, layer in enumerate(self.adapter.decoder_layers()):
                     if idx >= self.policy.start_layer:
@@ -210,6 +218,7 @@ class Session:
         attn.unregister(self._name)
         self._prefill = None
         self._cache = None
+        self._pending, self._final_norm = None, None
 
     # -- driving a prefill by hand -----------------------------------------------------------------
     def begin_prefill(
@@ -228,10 +237,27 @@ class Session:
         self._before_forward(self.model, (), kwargs)
         return self._prefill.prompt if self._prefill is not None else None
 
-    def record_stats(self, layer_idx: int, query: torch.Tensor, key: torch.Tensor, scaling: float) -> None:
-        """Hand one layer's post-RoPE `query` `[B, H, L, D]` and `key` `[B, H_kv, L, D]` to the collector."""
-        if self._prefill is not None:
-            self._collect(layer_idx, query, key, scaling)
+    def record_stats(
+        self,
+        layer_idx: int,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        scaling: float,
+        hidden_states: torch.Tensor | None = None,
+    ) -> None:
+        """Hand one layer's post-RoPE `query` `[B, H, L, D]` and `key` `[B, H_kv, L, D]` to the collector.
+
+        A collector that reads hidden states (`reads_hidden_states`) also needs `hidden_states`
+        `[B, L, D_model]`, the layer's output; the session applies the final norm.
+        """
+        if self._prefill is None:
+            return
+        if self.policy.collector.reads_hidden_states and hidden_states is None:
+            raise PlphpError(
+                f"collector {self.policy.collector.name!r} compares tokens by their hidden states: pass "
+                "record_stats(..., hidden_states=[B, L, D_model])"
+            )
+        self._collect(layer_idx, query, key, scaling, hidden_states)
 
     def end_prefill(self) -> PruningReport | None:
         """Allocate, select and compress, as the forward hook does; returns the new report."""
@@ -292,12 +318,32 @@ class Session:
             return None
         return self._prefill_stage.before_layer(self._prefill, layer_idx, args, kwargs)
 
-    def _collect(self, layer_idx: int, query: torch.Tensor, key: torch.Tensor, scaling: float) -> None:
+    def _after_layer(self, layer_idx: int, module, args, output):
+        """Forward hook of each decoder layer, for a collector that reads hidden states: collect now."""
+        pending, self._pending = self._pending, None
+        if self._prefill is None or pending is None or pending[0] != layer_idx:
+            return None
+        self._collect(*pending, hidden_states=output[0] if isinstance(output, tuple) else output)
+        return None
+
+    def _collect(
+        self,
+        layer_idx: int,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        scaling: float,
+        hidden_states: torch.Tensor | None = None,
+    ) -> None:
         """Run the collector on one layer of the prefill, between its two events."""
         prefill = self._prefill
+        collector = self.policy.collector
         self.observers.emit("on_collect_start", self, layer_idx)
         with torch.no_grad():  # statistics choose tokens; they are not part of the model's output
-            stats = self.policy.collector.collect(query, key, prefill.current, layer_idx, scaling)
+            extra = {}
+            if collector.reads_hidden_states:  # what the LM head would read (docs/architecture.md)
+                norm = self._final_norm if self._final_norm is not None else self.adapter.final_norm()
+                extra["hidden_states"] = norm(hidden_states)
+            stats = collector.collect(query, key, prefill.current, layer_idx, scaling, **extra)
         check_stats(stats, prefill.current, f"collector {self.policy.collector.name!r} (layer {layer_idx})")
         prefill.stats[layer_idx] = stats
         self.observers.emit("on_layer_stats", self, layer_idx, stats)
@@ -359,7 +405,10 @@ class Session:
         prefill = self._prefill
         if prefill is not None:
             if query.shape[2] == key.shape[2]:
-                self._collect(layer_idx, query, key, scaling)
+                if self._final_norm is not None:  # the collector reads the layer's output: see _after_layer
+                    self._pending = (layer_idx, query, key, scaling)
+                else:
+                    self._collect(layer_idx, query, key, scaling)
             shrunk = self._prefill_stage is not None and self._prefill_stage.shrunk(layer_idx)
             if shrunk and not attn.takes_dense_mask(self._base_name):  # flash kernels take no dense mask
                 base = attn.base_attention("sdpa")

@@ -83,7 +83,10 @@ def _synthetic_prefill(model: Any, session: Any, input_ids: torch.Tensor, seed: 
         if session is not None:
             query = torch.randn((batch, heads, 1, head_dim), generator=generator, device=device, dtype=dtype)
             query = query.expand(batch, heads, length, head_dim)  # the collector reads only the last rows
-            session.record_stats(idx, query, cache.layers[idx].keys, scaling)
+            hidden = None
+            if session.policy.collector.reads_hidden_states:  # DART: random layer outputs too
+                hidden = torch.randn((batch, length, config.hidden_size), generator=generator, device=device)
+            session.record_stats(idx, query, cache.layers[idx].keys, scaling, hidden_states=hidden)
         del keys, values
     if session is not None:
         session.end_prefill()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from plphp.hookspecs import hookimpl
 from plphp.policies.adaptive_topk import AdaptiveTopK
+from plphp.policies.duplication import Duplication
 from plphp.policies.head_topk import HeadTopK
 from plphp.policies.key_norm import KeyNorm
 from plphp.policies.last_token import LastTokenAttention
@@ -24,7 +25,7 @@ from plphp.policies.withdraw import Withdraw
 
 @hookimpl
 def plphp_collectors():
-    return [LastTokenAttention, SnapKV, KeyNorm]
+    return [LastTokenAttention, SnapKV, KeyNorm, Duplication]
 
 
 @hookimpl

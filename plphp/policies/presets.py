@@ -138,4 +138,38 @@ KNORM = Preset(
     },
 )
 
-PRESETS = [PLPHP, PLPHP_QUESTION, FULL, RANDOM, FASTV, FASTV_KV, VTW, PYRAMIDDROP, SNAPKV, PYRAMIDKV, ADAKV, KNORM]
+DART = Preset(
+    name="dart",
+    description="DART: from layer K=2 only the 22.2% of vision tokens that least duplicate key-norm pivots stay",
+    reference='Wen et al. 2025, "Stop Looking for Important Tokens in Multimodal Language Models: Duplication '
+    'Matters More" (arXiv 2502.11494)',
+    config={
+        "stage": "prefill",
+        "start_layer": 2,
+        "collector": {
+            "name": "duplication",
+            "pivots": 4,
+            "text_pivots": 4,
+            "key_norm": "l1",
+            "similarity": "hidden_states",
+        },
+        "allocator": {"name": "uniform", "retention": 0.222},
+        "selector": {"name": "shared_topk"},
+    },
+)
+
+PRESETS = [
+    PLPHP,
+    PLPHP_QUESTION,
+    FULL,
+    RANDOM,
+    FASTV,
+    FASTV_KV,
+    VTW,
+    PYRAMIDDROP,
+    SNAPKV,
+    PYRAMIDKV,
+    ADAKV,
+    KNORM,
+    DART,
+]

@@ -10,8 +10,9 @@
   The eager pair holds the contract's 1e-5. The sdpa pair gets 3e-5: sdpa's CPU kernels sum in
   a different order with and without a mask, which alone moved logits by up to 1.1e-5 after six
   steps (Qwen2.5-VL, sampling), while the eager pair stayed below 3e-6.
-- The prefill stage (`fastv`) equals the same masked reference applied to all queries from layer K
-  on: in "mask" mode nothing leaves the hidden states, dropped keys are masked for every query.
+- The prefill stage (`fastv`, and `dart`, which ranks by hidden states and needs no attention
+  weights) equals the same masked reference applied to all queries from layer K on: in "mask" mode
+  nothing leaves the hidden states, dropped keys are masked for every query.
 - Every pruned layer keeps exactly its budget; text is never dropped; KV bytes match the formula
   and the cache tensors.
 """
@@ -89,9 +90,10 @@ def test_full_is_bit_identical_to_plain_generate(bundle, inputs_name, decoding, 
         "random",
         {"preset": "plphp", "start_layer": 0, "allocator": {"retention": 0.2, "delta": 0.2}},
         "fastv",
+        "dart",
         "adakv",
     ],
-    ids=["plphp", "random", "plphp-all-layers", "fastv-prefill-stage", "adakv-head-budgets"],
+    ids=["plphp", "random", "plphp-all-layers", "fastv-prefill-stage", "dart-prefill-stage", "adakv-head-budgets"],
 )
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("decoding", list(DECODING))
