@@ -51,12 +51,16 @@ class PruningReport:
 
     Attributes:
         policy: the policy's one-line description.
-        stage: "decode" or "prefill".
+        stage: "decode", "prefill" or "input".
         batch_size: rows of the batch (after beam / return-sequence expansion).
         prompt_length: padded prompt length.
         num_vision: `[B]` vision tokens per sample.
         layers: one `LayerReport` per decoder layer (empty when nothing was pruned).
         note: why nothing was pruned, when that is the case.
+        input_positions: input stage: `[B, S]` the prompt position of each slot of the sequence that
+            entered the decoder (-1 at padding); None for the other stages.
+        merge_assignment: input stage with a merger: `[B, L]` the output position each prompt token
+            folded into (-1: text, padding or discarded; `plphp.components.Merger`).
     """
 
     policy: str
@@ -66,6 +70,8 @@ class PruningReport:
     num_vision: list[int]
     layers: list[LayerReport] = field(default_factory=list)
     note: str = ""
+    input_positions: torch.Tensor | None = field(default=None, repr=False)
+    merge_assignment: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def kv_bytes_before(self) -> int:

@@ -14,6 +14,7 @@ import torch
 
 from plphp.backends.layout import TokenLayout, anyres_layout, unpadded_grid
 from plphp.backends.prefill import gather_slots
+from plphp.errors import UnsupportedModelError
 from plphp.hookspecs import hookimpl
 
 
@@ -30,6 +31,8 @@ class ModelAdapter:
     text_config_key: ClassVar[str] = "text_config"
     #: Config attributes holding vision token ids.
     vision_token_attributes: ClassVar[tuple[str, ...]] = ("image_token_id", "video_token_id")
+    #: Sub-config of the vision tower, whose attention the input stage reads (`tower_statistics`).
+    vision_config_key: ClassVar[str] = "vision_config"
 
     def __init__(self, model: Any):
         self.model = model
@@ -91,6 +94,45 @@ class ModelAdapter:
             ids = position_ids if position_ids.dim() > 1 else position_ids[None]
             out["position_ids"] = gather_slots(ids, slots, -1)
         return out
+
+    # -- the input stage ---------------------------------------------------------------------------
+    def language_model(self) -> torch.nn.Module:
+        """The decoder stack the input stage feeds: its forward takes `inputs_embeds`,
+        `attention_mask` and `position_ids` (the projected vision features are already in place)."""
+        return self.model.get_decoder()
+
+    def tower_attention_modules(self) -> list[torch.nn.Module]:
+        """The vision tower's attention modules in layer order (empty: the model has no tower)."""
+        return []
+
+    def tower_has_cls(self) -> bool:
+        """Whether the tower prepends a [CLS] token (CLIP), whose attention then scores the patches."""
+        return False
+
+    def vision_tower(self) -> torch.nn.Module | None:
+        """The vision tower module (`generate()` runs it before the first forward, so the input stage
+        reads what it needs from the tower's own call: `tower_inputs`)."""
+        return None
+
+    def tower_inputs(self, args: tuple, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """The model inputs a tower call reveals, under the model's input names (Qwen: `image_grid_thw`)."""
+        return {}
+
+    def tower_statistics(self, calls: list[torch.Tensor], inputs: Mapping[str, Any]) -> list[torch.Tensor]:
+        """Map one tower layer's per-call statistics (`plphp.backends.tower.TowerCapture`) to vision tokens.
+
+        Args:
+            calls: the statistic of each attention call of the layer, `[b, n]`, in call order.
+            inputs: the model's keyword inputs of the prefill (`pixel_values`, `image_sizes`, ...).
+
+        Returns:
+            Per image of the batch (sample 0's first, prompt order) `[N_i]`: one value per vision
+            token, NaN at tokens that are no patch (row newlines).
+        """
+        raise UnsupportedModelError(
+            f"{type(self.model).__name__}: the adapter {self.name!r} does not map vision-tower statistics to vision "
+            "tokens; use an input-stage collector that reads the features (diversity, features)"
+        )
 
     # -- vision tokens ---------------------------------------------------------------------------
     def vision_token_ids(self) -> list[int]:
@@ -198,6 +240,32 @@ class LlavaAdapter(ModelAdapter):
             layout = TokenLayout(layout.tiles, (None, *layout.cells))
         return layout if layout.num_tokens == num_tokens else TokenLayout.strip(num_tokens)
 
+    def tower_attention_modules(self) -> list[torch.nn.Module]:
+        """CLIP / SigLIP encoder layers' self-attention."""
+        return _encoder_attention(self.model.model.vision_tower)
+
+    def vision_tower(self) -> torch.nn.Module:
+        return self.model.model.vision_tower
+
+    def tower_has_cls(self) -> bool:
+        return self.config.vision_config.model_type == "clip_vision_model"
+
+    def tower_statistics(self, calls: list[torch.Tensor], inputs: Mapping[str, Any]) -> list[torch.Tensor]:
+        """One tower call over every image; the `default` strategy drops the first token, as the features do."""
+        return list(_select_features(self.config, torch.cat(calls)))
+
+
+def _encoder_attention(tower: torch.nn.Module) -> list[torch.nn.Module]:
+    """The self-attention of a CLIP / SigLIP tower's encoder layers (older releases nest a `vision_model`)."""
+    encoder = getattr(tower, "vision_model", tower).encoder
+    return [layer.self_attn for layer in encoder.layers]
+
+
+def _select_features(config: Any, statistics: torch.Tensor) -> torch.Tensor:
+    """`[n, T]` per tower token -> the tokens the projector sees (`default` drops the first)."""
+    default = getattr(config, "vision_feature_select_strategy", "default") == "default"
+    return statistics[:, 1:] if default else statistics
+
 
 class LlavaNextAdapter(ModelAdapter):
     """LLaVA-NeXT and LLaVA-OneVision: any-resolution tiles, so tokens per image vary."""
@@ -233,6 +301,46 @@ class LlavaNextAdapter(ModelAdapter):
         rows, cols = unpadded_grid(size, (down * side, across * side), max_tiles, side)
         return anyres_layout(side, (down, across), (rows, cols))
 
+    def tower_attention_modules(self) -> list[torch.nn.Module]:
+        """CLIP / SigLIP encoder layers' self-attention."""
+        return _encoder_attention(self.model.model.vision_tower)
+
+    def vision_tower(self) -> torch.nn.Module:
+        return self.model.model.vision_tower
+
+    def tower_has_cls(self) -> bool:
+        return self.config.vision_config.model_type == "clip_vision_model"
+
+    def tower_statistics(self, calls: list[torch.Tensor], inputs: Mapping[str, Any]) -> list[torch.Tensor]:
+        """Per tile statistics, split per image as the model splits its tiles, then packed by the model's
+        own `pack_image_features` as one-channel features whose newline is NaN (base tile, unpadded and
+        possibly downscaled tile grid, a newline after each row)."""
+        from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
+
+        sizes = inputs["image_sizes"]
+        counts = inputs.get("batch_num_images")
+        onevision = getattr(self.config, "vision_aspect_ratio", None) is not None
+        tiled = [int(n) == 1 for n in counts for _ in range(int(n))] if onevision and counts is not None else None
+        tiles = [
+            image_size_to_num_patches(size, self.config.image_grid_pinpoints, self.config.vision_config.image_size)
+            if tiled is None or tiled[i]
+            else 1
+            for i, size in enumerate(sizes)
+        ]
+        statistics = _select_features(self.config, torch.cat(calls))[..., None]  # [tiles, T, 1]
+        per_image = torch.split(statistics, tiles, dim=0)
+        newline = torch.full((1,), float("nan"), device=statistics.device)
+        inner = self.model.model
+        if onevision:
+            packed, lengths = inner.pack_image_features(
+                per_image, sizes, image_newline=newline, vision_aspect_ratio=self.config.vision_aspect_ratio
+            )
+        else:
+            packed, lengths = inner.pack_image_features(
+                per_image, sizes, self.config.vision_feature_select_strategy, image_newline=newline
+            )
+        return list(torch.split(packed[..., 0], [int(n) for n in lengths]))
+
 
 class Qwen2VLAdapter(ModelAdapter):
     """Qwen2-VL and Qwen2.5-VL: images framed by vision start / end tokens, M-RoPE positions."""
@@ -256,6 +364,36 @@ class Qwen2VLAdapter(ModelAdapter):
         if frames != 1:
             return TokenLayout.strip(num_tokens)
         return TokenLayout.grid(height // merge, width // merge)
+
+    def tower_attention_modules(self) -> list[torch.nn.Module]:
+        """The vision blocks' attention."""
+        return [block.attn for block in self.model.model.visual.blocks]
+
+    def vision_tower(self) -> torch.nn.Module:
+        return self.model.model.visual
+
+    def tower_inputs(self, args: tuple, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        grid = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
+        return {"image_grid_thw": grid} if grid is not None else {}
+
+    def tower_statistics(self, calls: list[torch.Tensor], inputs: Mapping[str, Any]) -> list[torch.Tensor]:
+        """Per patch statistics of every image, in the tower's order, averaged over each merged 2x2 group;
+        Qwen2.5-VL's window order is undone as its merger output is."""
+        if inputs.get("pixel_values_videos") is not None or inputs.get("video_grid_thw") is not None:
+            raise UnsupportedModelError(
+                f"{type(self.model).__name__}: vision-tower statistics are mapped for images only, and this prompt "
+                "holds a video; use an input-stage collector that reads the features (diversity, features)"
+            )
+        vision = self.config.vision_config
+        merge = int(getattr(vision, "spatial_merge_size", 1) or 1)
+        grid = inputs["image_grid_thw"]
+        tokens = torch.cat(calls, dim=-1).flatten().view(-1, merge * merge).mean(-1)
+        if getattr(vision, "window_size", None) and hasattr(vision, "fullatt_block_indexes"):  # Qwen2.5-VL
+            from transformers.vision_utils import get_vision_window_index
+
+            window_index, _ = get_vision_window_index(grid, merge, vision.window_size, vision.patch_size)
+            tokens = tokens[torch.argsort(window_index.to(tokens.device))]
+        return list(torch.split(tokens, [int(t * h * w) // (merge * merge) for t, h, w in grid]))
 
 
 BUILTIN_ADAPTERS = [LlavaAdapter, LlavaNextAdapter, Qwen2VLAdapter]

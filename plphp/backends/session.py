@@ -21,7 +21,9 @@ forward pre-hook on each decoder layer from `start_layer` on asks the selector, 
 previous layer's statistics, which vision tokens stay; the dropped ones leave the hidden states, and
 the layer gets the kept tokens' own RoPE positions and a mask for the shrunk sequence (see
 `plphp.backends.prefill_stage`, a stage object the session owns, and `plphp.backends.prefill`).
-Later layers' caches hold only the kept tokens.
+Later layers' caches hold only the kept tokens. With an input-stage policy (VisionZip, DivPrune,
+FasterVLM, pooling) a pre-hook on the language model chooses the vision tokens from vision-side
+statistics before its first layer, and only they enter it (`plphp.backends.input_stage`).
 
 Tools observe all of this through the session's events (`plphp.backends.events`).
 """
@@ -42,6 +44,7 @@ from plphp.backends.cache import PrunableLayer
 from plphp.backends.compat import cache_argument, passed_cache
 from plphp.backends.decode_stage import DecodeStage
 from plphp.backends.events import Observers, SessionObserver
+from plphp.backends.input_stage import InputStage
 from plphp.backends.prefill_stage import PrefillStage
 from plphp.backends.reporting import PrefillState, empty_report
 from plphp.contract import check_stats
@@ -119,11 +122,14 @@ class Session:
         self._prefill_stage = (
             PrefillStage(policy, adapter, materialize, record_scores) if policy.stage == "prefill" else None
         )
-        if policy.stage == "prefill":
+        self._input_stage = InputStage(policy, adapter, materialize, record_scores) if policy.stage == "input" else None
+        self._vision_name = f"{self._name}_vision"
+        self._original_vision_impl: str | None = None
+        if policy.stage in ("prefill", "input"):
             kept_whole = [i for i in range(policy.start_layer, adapter.num_layers) if not self._prunable[i]]
             if kept_whole:
                 raise ConfigError(
-                    f"policy.stage: 'prefill' drops tokens from every layer from start_layer "
+                    f"policy.stage: {policy.stage!r} drops tokens from every layer from start_layer "
                     f"({policy.start_layer}) on, but layers {kept_whole} of this model use sliding-window "
                     "attention and must keep their tokens; use stage 'decode'"
                 )
@@ -156,6 +162,15 @@ class Session:
                 self.model.register_forward_pre_hook(self._before_forward, with_kwargs=True),
                 self.model.register_forward_hook(self._after_forward, with_kwargs=True),
             ]
+            if self._input_stage is not None:
+                language_model = self.adapter.language_model()
+                self._hooks.append(language_model.register_forward_pre_hook(self._before_decoder, with_kwargs=True))
+                tower = self.adapter.vision_tower()
+                if tower is not None:
+                    hook = self._input_stage.before_tower
+                    self._hooks.append(tower.register_forward_pre_hook(hook, with_kwargs=True))
+                if self._input_stage.reads_tower:
+                    self._route_tower_attention()
             if self.policy.stage == "prefill":
                 for idx, layer in enumerate(self.adapter.decoder_layers()):
                     if idx >= self.policy.start_layer:
@@ -175,9 +190,28 @@ class Session:
         self._hooks = []
         if self.adapter.text_config._attn_implementation == self._name:
             self.model.set_attn_implementation({self.adapter.text_config_key: self._original_impl})
+        vision_config = getattr(self.model.config, self.adapter.vision_config_key, None)
+        if vision_config is not None and vision_config._attn_implementation == self._vision_name:
+            self.model.set_attn_implementation({self.adapter.vision_config_key: self._original_vision_impl})
         attn.unregister(self._name)
+        attn.unregister(self._vision_name)
         self._prefill = None
         self._cache = None
+
+    def _route_tower_attention(self) -> None:
+        """Send the vision tower's attention through the session's function, which passes it on
+        untouched and lets the input stage read one layer's statistic."""
+        vision_config = getattr(self.model.config, self.adapter.vision_config_key)
+        self._original_vision_impl = vision_config._attn_implementation
+        vision_base_name = self._original_vision_impl or "sdpa"
+        vision_base = attn.base_attention(vision_base_name)
+
+        def tower_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+            self._input_stage.observe_tower(module, query, key, scaling, kwargs)
+            return vision_base(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+
+        attn.register(self._vision_name, tower_attention, vision_base_name)
+        self.model.set_attn_implementation({self.adapter.vision_config_key: self._vision_name})
 
     # -- driving a prefill by hand -----------------------------------------------------------------
     def begin_prefill(self, cache: Cache, input_ids: torch.Tensor, attention_mask: Any = None) -> PromptInfo | None:
@@ -217,17 +251,21 @@ class Session:
             )
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         if self._cache is not None and self._cache.get_seq_length() == 0:
-            if self._prefill_stage is not None and kwargs.get("labels") is not None:
+            if self.policy.stage != "decode" and kwargs.get("labels") is not None:
                 raise PlphpError(
-                    f"labels: a prefill-stage policy ({self.policy.name!r}) drops tokens from the hidden states, so "
+                    f"labels: a {self.policy.stage}-stage policy ({self.policy.name!r}) drops tokens, so "
                     "their logits do not exist; score with a decode-stage policy (its prefill is exact)"
                 )
             self.observers.emit("on_prefill_start", self)
             self._start_prefill(self._cache, input_ids, kwargs.get("attention_mask"))
+            if self._input_stage is not None:
+                self._input_stage.start(kwargs)
             self.observers.emit("on_prompt", self, self._prefill.prompt if self._prefill is not None else None)
         elif self._cache is not None:
             rows = input_ids if input_ids is not None else kwargs.get("inputs_embeds")
             self.observers.emit("on_decode_step", self, rows.shape[0] if rows is not None else 0)
+            if self._input_stage is not None:
+                kwargs = self._input_stage.decode_kwargs(kwargs)
         return args, kwargs
 
     def _after_forward(self, module, args, kwargs, output):
@@ -236,7 +274,12 @@ class Session:
             self.observers.emit("on_prefill_end", self)
             self.observers.emit("on_compress_start", self)
             # Pruning is inference: keep-sets and compressed caches carry no autograd history.
-            if self._prefill_stage is not None:
+            if self._input_stage is not None:
+                output = self._input_stage.restore_positions(output, prefill)
+                self._input_stage.finish(prefill)
+                with torch.no_grad():
+                    report = self._input_stage.report(prefill)
+            elif self._prefill_stage is not None:
                 output = self._prefill_stage.restore_positions(output, prefill)  # differentiable
                 with torch.no_grad():
                     report = self._prefill_stage.report(prefill)
@@ -256,6 +299,14 @@ class Session:
         if self._prefill is None:
             return None
         return self._prefill_stage.before_layer(self._prefill, layer_idx, args, kwargs)
+
+    def _before_decoder(self, module, args, kwargs):
+        """Pre-hook of the language model (input stage only): only the kept tokens enter it."""
+        if self._prefill is None:
+            return None
+        if args:
+            raise PlphpError("the language model was called with positional inputs; the input stage needs keywords")
+        return args, self._input_stage.before_language_model(self._prefill, module, kwargs)
 
     def _collect(self, layer_idx: int, query: torch.Tensor, key: torch.Tensor, scaling: float) -> None:
         """Run the collector on one layer of the prefill, between its two events."""
@@ -317,7 +368,7 @@ class Session:
             scaling = query.shape[-1] ** -0.5
         prefill = self._prefill
         if prefill is not None:
-            if query.shape[2] == key.shape[2]:
+            if query.shape[2] == key.shape[2] and self._input_stage is None:
                 self._collect(layer_idx, query, key, scaling)
             shrunk = self._prefill_stage is not None and self._prefill_stage.shrunk(layer_idx)
             if shrunk and not attn.takes_dense_mask(self._base_name):  # flash kernels take no dense mask
