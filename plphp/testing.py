@@ -13,6 +13,8 @@ prompt and a left-padded batch of three with different image counts, and checks:
 
 - pruning ("prune") equals the masked reference ("mask") within the tolerance;
 - a decode-stage policy leaves the first token's logits exact (prefill is not pruned);
+- an input-stage policy equals the model run on `inputs_embeds` of the kept (merged) features alone,
+  with the original position ids passed explicitly or, with `positions: compact`, consecutive ones;
 - every pruned layer keeps its budget, kept positions are vision tokens, text stays whole;
 - the cache holds exactly the text plus the kept vision tokens, and its bytes match the report.
 
@@ -31,11 +33,11 @@ from typing import Any
 import pytest
 import torch
 
-from plphp.contract import check_deterministic, check_keep_indices, check_shared_keep, check_stats
+from plphp.contract import check_deterministic, check_keep_indices, check_merge, check_shared_keep, check_stats
 from plphp.errors import PlphpError
 from plphp.ops import budget_per_sample
 from plphp.policy import Policy, load_policy
-from plphp.stats import PromptInfo
+from plphp.stats import PromptInfo, VisionStats
 
 #: Maximum logit difference between "prune" and "mask" (float32, eager attention). Removing entries
 #: changes the order eager attention sums in, and the tiny models' large weights amplify it: snapkv
@@ -119,6 +121,9 @@ def check_components(policy: Policy, prompt: PromptInfo | None = None, seed: int
     """Run the policy's collector, allocator and selector on random tensors and check their outputs."""
     prompt = prompt or random_prompt(layer_range=(policy.start_layer, policy.end_layer or 4))
     generator = torch.Generator().manual_seed(seed)
+    if policy.stage == "input":
+        _check_input_components(policy, prompt, generator)
+        return
     shape = (prompt.batch_size, prompt.num_heads, prompt.length, prompt.head_dim)
     stats = []
     for layer in range(prompt.num_layers):
@@ -148,6 +153,43 @@ def check_components(policy: Policy, prompt: PromptInfo | None = None, seed: int
             check_deterministic(keep, again, who)
         except PlphpError as exc:
             raise PolicyCheckError(str(exc)) from None
+
+
+def random_vision(prompt: PromptInfo, dim: int = 8, generator: torch.Generator | None = None) -> VisionStats:
+    """Random `VisionStats` for `prompt`: features, a tower statistic at vision positions, each image a
+    square-ish grid of cells (its last row short)."""
+    batch, length = prompt.batch_size, prompt.length
+    features = torch.randn(batch, length, dim, generator=generator)
+    tower = torch.rand(batch, length, generator=generator).masked_fill(~prompt.vision_mask, float("nan"))
+    cells = []
+    for b in range(batch):
+        sample = []
+        for segment in prompt.segments(b):
+            side = max(1, round(len(segment) ** 0.5))
+            sample.append(tuple((0, i // side, i % side) for i in range(len(segment))))
+        cells.append(tuple(sample))
+    return VisionStats(features=features, tower_attention=tower, cells=tuple(cells))
+
+
+def _check_input_components(policy: Policy, prompt: PromptInfo, generator: torch.Generator) -> None:
+    """The input stage's components on random vision statistics: stats, budget, shared keep-set, merge."""
+    vision = random_vision(prompt, generator=generator)
+    try:
+        stats = policy.collector.collect_vision(vision, prompt)
+        check_stats(stats, prompt, f"collector {policy.collector.name!r}", full=True)
+        retention = policy.retention([stats] * prompt.num_layers, prompt)[0]
+        budget = budget_per_sample(retention, prompt)
+        who = f"selector {policy.selector.name!r} (input stage)"
+        keep = policy.selector.select(stats, retention, prompt, 0)
+        check_keep_indices(keep, prompt, budget, who)
+        check_shared_keep(keep, who, "the input stage feeds one set of tokens to every head")
+        check_deterministic(keep, policy.selector.select(stats, retention, prompt, 0), who)
+        if policy.merger is not None:
+            merged = policy.merger.budget(budget, vision, prompt)
+            assignment = policy.merger.merge(keep[:, 0], stats, vision, prompt)
+            check_merge(assignment, merged, prompt, f"merger {policy.merger.name!r}")
+    except PlphpError as exc:
+        raise PolicyCheckError(str(exc)) from None
 
 
 # -- model checks ------------------------------------------------------------------------------------
@@ -215,6 +257,81 @@ def _check_report(report: Any, inputs: Mapping[str, torch.Tensor], policy: Polic
             raise PolicyCheckError(f"{at}: kv_bytes_after is {layer.kv_bytes_after}, the tensors need {expected}")
 
 
+def decoder_inputs(model: Any, inputs: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The language model's keyword inputs at the prefill of a plain `generate()` (the model's own
+    embedding of the prompt, vision features in place, and the positions generate gives it)."""
+    from plphp.registry import get_registry
+
+    seen: dict[str, Any] = {}
+
+    def keep_first(module, args, kwargs):
+        if not seen:
+            seen.update(kwargs)
+
+    handle = get_registry().adapter_for(model).language_model().register_forward_pre_hook(keep_first, with_kwargs=True)
+    try:
+        with torch.inference_mode():
+            model.generate(**inputs, do_sample=False, max_new_tokens=1)
+    finally:
+        handle.remove()
+    return seen
+
+
+def input_reference(
+    model: Any, inputs: Mapping[str, torch.Tensor], report: Any, positions: str, new_tokens: int = NEW_TOKENS
+) -> Any:
+    """The input stage's reference: the model run on `inputs_embeds` holding only what entered the decoder.
+
+    The model's own embedding of the prompt (`decoder_inputs`), merged where the report says so, is
+    gathered at `report.input_positions`; with `positions="original"` the original position ids are
+    gathered too and passed explicitly (M-RoPE's 3-D ids included), with "compact" `generate()`
+    numbers the shorter sequence itself.
+    """
+    from plphp.ops import merge_features
+
+    seen = decoder_inputs(model, inputs)
+    embeds = seen["inputs_embeds"]
+    if report.merge_assignment is not None:
+        embeds = merge_features(embeds, report.merge_assignment.to(embeds.device))
+    slots = report.input_positions.to(embeds.device)
+    valid = slots >= 0
+    index = slots.clamp(min=0)
+    kept = embeds.gather(1, index[..., None].expand(-1, -1, embeds.shape[-1])) * valid[..., None]
+    extra: dict[str, Any] = {}
+    if positions == "original":
+        ids = seen.get("position_ids")
+        if ids is None:
+            ids = torch.arange(embeds.shape[1], device=embeds.device)[None].expand(embeds.shape[0], -1)
+        ids = ids.expand(*ids.shape[:-2], embeds.shape[0], -1)
+        extra["position_ids"] = ids.gather(-1, index.expand(*ids.shape[:-2], -1, -1))
+    with torch.inference_mode():
+        return model.generate(
+            inputs_embeds=kept,
+            attention_mask=valid.long(),
+            do_sample=False,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            output_logits=True,
+            return_dict_in_generate=True,
+            **extra,
+        )
+
+
+def _check_input_reference(
+    model: Any, inputs: Mapping[str, torch.Tensor], policy: Policy, report: Any, pruned: Any, where: str, tolerance: float
+) -> None:
+    """The input-stage contract: generation equals the model on `inputs_embeds` of the kept tokens alone."""
+    reference = input_reference(model, inputs, report, policy.positions)
+    diff = max(float((a - b).abs().max()) for a, b in zip(pruned.logits, reference.logits, strict=True))
+    if diff > tolerance:
+        raise PolicyCheckError(
+            f"{where}: the input stage differs from the model run on the kept features alone by {diff:.2e} "
+            f"(positions {policy.positions!r}, tolerance {tolerance:.0e})"
+        )
+    if not torch.equal(pruned.sequences[:, -NEW_TOKENS:], reference.sequences[:, -NEW_TOKENS:]):
+        raise PolicyCheckError(f"{where}: the input stage generated other tokens than the kept-features reference")
+
+
 def check_policy(
     policy: str | Mapping[str, Any] | Policy,
     architectures: Iterable[str] | None = None,
@@ -271,6 +388,8 @@ def check_policy(
                             "a decode-stage policy must leave prefill exact"
                         )
                 _check_report(report, inputs, resolved, model, where)
+                if resolved.stage == "input":
+                    _check_input_reference(model, inputs, resolved, report, pruned, where, tolerance)
                 results.append(CaseResult(architecture, batch, diff, report.vision_kv_reduction))
         finally:
             model.set_attn_implementation({"text_config": before})

@@ -317,7 +317,13 @@ class LlavaNextAdapter(ModelAdapter):
         possibly downscaled tile grid, a newline after each row)."""
         from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
 
-        sizes = inputs["image_sizes"]
+        sizes = inputs.get("image_sizes")
+        if sizes is None:
+            raise UnsupportedModelError(
+                f"{type(self.model).__name__}: mapping tower statistics onto any-resolution tiles needs image_sizes, "
+                "which generate() consumes when it encodes the images first; use an input-stage collector that "
+                "reads the features (diversity, features), or call the model's forward yourself"
+            )
         counts = inputs.get("batch_num_images")
         onevision = getattr(self.config, "vision_aspect_ratio", None) is not None
         tiled = [int(n) == 1 for n in counts for _ in range(int(n))] if onevision and counts is not None else None
