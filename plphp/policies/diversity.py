@@ -25,8 +25,7 @@ from plphp.ops import cosine_similarity, kept_count, pad_keep_indices
 def greedy_max_min(distance: torch.Tensor, k: int) -> torch.Tensor:
     """Greedy max–min choice of `k` of `N` items from a `[N, N]` distance matrix; indices in pick order."""
     count = distance.shape[0]
-    if k >= count:
-        return torch.arange(count, device=distance.device)
+    k = min(k, count)
     if k <= 0:
         return torch.empty(0, dtype=torch.long, device=distance.device)
     others = distance + torch.diag(torch.full((count,), float("inf"), device=distance.device))

@@ -1,0 +1,92 @@
+"""The input stage on tiny models of every architecture: only the kept vision tokens enter the decoder.
+
+The contract (`plphp.testing.check_policy`, which runs it for stage "input"): generation equals the
+model run on `inputs_embeds` of the kept (merged) features alone, with the original position ids
+passed explicitly (M-RoPE included) or, with `positions: compact`, consecutive ones; pruning equals
+the masked reference; text is never dropped and the counts equal the budgets.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import plphp
+from plphp.errors import ConfigError, PlphpError
+from plphp.models import ARCHITECTURES
+from plphp.testing import check_policy, tiny_vlm
+
+
+#: Architectures whose tower statistics reach the input stage under generate() (LLaVA-NeXT and
+#: OneVision need `image_sizes`, which generate() consumes when it encodes the images first).
+TOWER_ARCHITECTURES = [a for a in ARCHITECTURES if not a.startswith("llava_")]
+
+
+@pytest.mark.parametrize("positions", ["original", "compact"])
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_random_input_equals_the_kept_features_reference(architecture, positions):
+    results = check_policy("random-input", architectures=[architecture], positions=positions)
+    assert [r.batch for r in results] == ["batch1", "batch3"]
+    assert all(r.vision_kv_reduction > 0.8 for r in results)
+
+
+@pytest.mark.parametrize("preset", ["pool", "divprune"])
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_feature_presets_equal_the_kept_features_reference(architecture, preset):
+    check_policy(preset, architectures=[architecture])
+
+
+@pytest.mark.parametrize("preset", ["fastervlm", "visionzip"])
+@pytest.mark.parametrize("architecture", TOWER_ARCHITECTURES)
+def test_tower_presets_equal_the_kept_features_reference(architecture, preset):
+    check_policy(preset, architectures=[architecture], positions="compact")
+
+
+def test_report_says_what_entered_the_decoder():
+    vlm = tiny_vlm("qwen2_vl")
+    inputs = vlm.inputs["batch3"]
+    # Half of each 48-token image: 24 kept, of which round(24 · 10/64) = 4 contextual tokens.
+    with plphp.apply(vlm.model, "visionzip", allocator={"retention": 0.5}) as session:
+        vlm.model.generate(**inputs, max_new_tokens=2, do_sample=False)
+    report = session.report
+    assert report.stage == "input"
+    entered = report.input_positions
+    valid = inputs["attention_mask"].bool()
+    vision = session.adapter.vision_mask(inputs["input_ids"]) & valid
+    for b in range(entered.shape[0]):
+        slots = entered[b][entered[b] >= 0]
+        text = (valid[b] & ~vision[b]).nonzero().flatten()
+        assert set(text.tolist()) <= set(slots.tolist())  # text never dropped
+        assert int(vision[b, slots].sum()) == report.layers[0].budget[b]
+    assert report.layers[0].physical_length == entered.shape[1]
+    merged = report.merge_assignment
+    assert bool((merged[vision] >= 0).all())  # VisionZip accounts for every vision token
+
+
+def test_cls_attention_scores_follow_the_tower():
+    """On LLaVA (CLIP) the kept tokens are the patches the [CLS] token attends to most at layer -2."""
+    vlm = tiny_vlm("llava")
+    inputs = vlm.inputs["batch1"]
+    with plphp.apply(vlm.model, "fastervlm", record_scores=True) as session:
+        vlm.model.generate(**inputs, max_new_tokens=1, do_sample=False)
+    scores = session.report.layers[0].scores[0, 0]
+    vision = session.adapter.vision_mask(inputs["input_ids"])[0]
+    kept = session.report.layers[0].kept_positions[0, 0]
+    top = scores.masked_fill(~vision, float("-inf")).topk(len(kept)).indices.sort().values
+    assert torch.equal(kept, top)
+    assert bool((scores[vision] > 0).all()) and float(scores[vision].sum()) <= 1.0 + 1e-5
+
+
+def test_one_line_errors():
+    model = tiny_vlm("llava").model
+    with pytest.raises(ConfigError, match="collector: 'last_token' serves stage decode/prefill"):
+        plphp.load_policy("fastervlm", collector={"name": "last_token"})
+    with pytest.raises(ConfigError, match="needs stage 'input'"):
+        plphp.load_policy("plphp", merger={"name": "contextual"})
+    with pytest.raises(ConfigError, match="selector 'head_topk' chooses per head"):
+        plphp.load_policy("fastervlm", selector={"name": "head_topk"})
+    with pytest.raises(ConfigError, match="layer: 9 is not a layer of this vision tower"):
+        plphp.apply(model, "fastervlm", collector={"layer": 9})
+    vlm = tiny_vlm("llava_next")
+    with pytest.raises(PlphpError, match="needs image_sizes"), plphp.apply(vlm.model, "fastervlm"):
+        vlm.model.generate(**vlm.inputs["batch1"], max_new_tokens=1)
