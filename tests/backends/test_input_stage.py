@@ -16,7 +16,6 @@ from plphp.errors import ConfigError, PlphpError
 from plphp.models import ARCHITECTURES
 from plphp.testing import check_policy, tiny_vlm
 
-
 #: Architectures whose tower statistics reach the input stage under generate() (LLaVA-NeXT and
 #: OneVision need `image_sizes`, which generate() consumes when it encodes the images first).
 TOWER_ARCHITECTURES = [a for a in ARCHITECTURES if not a.startswith("llava_")]
