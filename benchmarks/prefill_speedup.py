@@ -1,4 +1,4 @@
-"""Prefill speedup of the prefill-stage policies (FastV, PyramidDrop, VTW) against unpruned prefill.
+"""Prefill speedup of the prefill- and input-stage policies (FastV, ..., random-input) against unpruned prefill.
 
 One process, interleaved after a warm-up of each (plain, fastv, ..., plain, fastv, ...):
 
@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     for name in args.policies:
-        if plphp.load_policy(name).stage != "prefill":
-            parser.error(f"--policies: {name!r} is not a prefill-stage preset")
+        if plphp.load_policy(name).stage not in ("prefill", "input"):
+            parser.error(f"--policies: {name!r} is not a prefill- or input-stage preset")
 
     vision_id = args.vocab - 1
     model = qwen2_text_model(args.layers, args.vocab)

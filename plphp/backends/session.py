@@ -259,7 +259,7 @@ class Session:
             self.observers.emit("on_prefill_start", self)
             self._start_prefill(self._cache, input_ids, kwargs.get("attention_mask"))
             if self._input_stage is not None:
-                self._input_stage.start(kwargs)
+                self._input_stage.start({**kwargs, "input_ids": input_ids})
             self.observers.emit("on_prompt", self, self._prefill.prompt if self._prefill is not None else None)
         elif self._cache is not None:
             rows = input_ids if input_ids is not None else kwargs.get("inputs_embeds")
