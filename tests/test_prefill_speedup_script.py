@@ -33,4 +33,4 @@ def test_prefill_speedup_script_refuses_a_decode_stage_preset():
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--policies", "plphp"], capture_output=True, text=True, timeout=600
     )
-    assert result.returncode == 2 and "'plphp' is not a prefill-stage preset" in result.stderr
+    assert result.returncode == 2 and "'plphp' is not a prefill- or input-stage preset" in result.stderr
