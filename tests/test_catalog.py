@@ -166,4 +166,6 @@ def test_the_command_prints_json_and_filters():
     assert result.returncode == 1 and "nothing registered matches 'no-such-thing'" in result.stdout
     result = _cli("--kind", "selectors")
     message = " ".join(result.stdout.split())
-    assert result.returncode == 2 and "allowed are collector, allocator, selector, merger, preset, architecture" in message
+    assert (
+        result.returncode == 2 and "allowed are collector, allocator, selector, merger, preset, architecture" in message
+    )
