@@ -118,6 +118,11 @@ class ModelAdapter:
         """The model inputs a tower call reveals, under the model's input names (Qwen: `image_grid_thw`)."""
         return {}
 
+    def vision_projector(self) -> torch.nn.Module | None:
+        """The module whose output holds each tower patch's projected feature, `[n, T', D]` (kept by the
+        input stage as `projected_patches` where `tower_statistics` matches tokens to patches)."""
+        return None
+
     def tower_statistics(self, calls: list[torch.Tensor], inputs: Mapping[str, Any]) -> list[torch.Tensor]:
         """Map one tower layer's per-call statistics (`plphp.backends.tower.TowerCapture`) to vision tokens.
 
@@ -287,6 +292,8 @@ class LlavaNextAdapter(ModelAdapter):
 
         vision = self.config.vision_config
         side = vision.image_size // vision.patch_size
+        if inputs.get("image_sizes") is None and inputs.get("token_features") is not None:
+            return self._layout_from_newlines(inputs["token_features"][image], side)
         size = [int(v) for v in inputs["image_sizes"][image]]
         aspect = getattr(self.config, "vision_aspect_ratio", None)  # OneVision only
         tiled = True
@@ -318,12 +325,8 @@ class LlavaNextAdapter(ModelAdapter):
         from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
 
         sizes = inputs.get("image_sizes")
-        if sizes is None:
-            raise UnsupportedModelError(
-                f"{type(self.model).__name__}: mapping tower statistics onto any-resolution tiles needs image_sizes, "
-                "which generate() consumes when it encodes the images first; use an input-stage collector that "
-                "reads the features (diversity, features), or call the model's forward yourself"
-            )
+        if sizes is None:  # generate() encoded the images first and consumed image_sizes
+            return self._matched_statistics(calls, inputs)
         counts = inputs.get("batch_num_images")
         onevision = getattr(self.config, "vision_aspect_ratio", None) is not None
         tiled = [int(n) == 1 for n in counts for _ in range(int(n))] if onevision and counts is not None else None
@@ -345,7 +348,47 @@ class LlavaNextAdapter(ModelAdapter):
             packed, lengths = inner.pack_image_features(
                 per_image, sizes, self.config.vision_feature_select_strategy, image_newline=newline
             )
-        return list(torch.split(packed[..., 0], [int(n) for n in lengths]))
+        if isinstance(packed, torch.Tensor):  # releases that concatenate the images
+            packed = torch.split(packed, [int(n) for n in lengths])
+        return [image[..., 0] for image in packed]
+
+    def vision_projector(self) -> torch.nn.Module:
+        return self.model.model.multi_modal_projector
+
+    def _layout_from_newlines(self, features: torch.Tensor, side: int) -> TokenLayout:
+        """The layout read off an image's token features (`generate()` consumed `image_sizes`): the base
+        square, then rows of the tile grid, each ended by a copy of `image_newline`."""
+        newline = self.model.model.image_newline.detach().to(features.device, features.dtype)
+        is_newline = (features == newline).all(-1)
+        base = side * side
+        rows = int(is_newline[base:].sum())
+        if rows <= 1 and features.shape[0] == base + 1:
+            return anyres_layout(side, None, None)
+        cols = (features.shape[0] - base) // max(rows, 1) - 1
+        return anyres_layout(side, (1, 1), (rows, cols))
+
+    def _matched_statistics(self, calls: list[torch.Tensor], inputs: Mapping[str, Any]) -> list[torch.Tensor]:
+        """Without `image_sizes`: each vision token's feature is a copy of one projected patch (or, in a
+        OneVision grid downscaled beyond `anyres_max_N`, a bilinear mix of neighbours), so a token takes the
+        statistic of the patch whose projected feature equals (else lies nearest to) its own; the newline
+        tokens, copies of `image_newline`, are no patch."""
+        patches = inputs.get("projected_patches")
+        tokens = inputs.get("token_features")
+        if patches is None or tokens is None:
+            raise UnsupportedModelError(
+                f"{type(self.model).__name__}: tower statistics need image_sizes or the projected patches"
+            )
+        statistics = _select_features(self.config, torch.cat(calls)).flatten()  # [tiles · T']
+        patches = patches.flatten(0, 1).float()  # [tiles · T', D]
+        newline = self.model.model.image_newline.detach().float()
+        out = []
+        for features in tokens:
+            features = features.float()
+            distance = torch.cat([torch.cdist(chunk, patches) for chunk in features.split(1024)])
+            values = statistics[distance.argmin(-1).to(statistics.device)].clone()
+            values[(features == newline.to(features.device)).all(-1).to(values.device)] = float("nan")
+            out.append(values)
+        return out
 
 
 class Qwen2VLAdapter(ModelAdapter):

@@ -95,11 +95,16 @@ class InputStage:
         self.inputs = {**self.tower_inputs, **{k: v for k, v in inputs.items() if v is not None}}
         self.state = None
 
+    def after_projector(self, module: Any, args: tuple, output: Any) -> None:
+        """Forward hook of the vision projector: keep each patch's projected feature."""
+        if isinstance(output, torch.Tensor):
+            self.tower_inputs["projected_patches"] = output.detach()
+
     def before_tower(self, module: Any, args: tuple, kwargs: dict) -> None:
         """Pre-hook of the vision tower: a new encoding starts; keep the inputs its call reveals."""
         if self.capture is not None:
             self.capture.calls.clear()
-        self.tower_inputs = self.adapter.tower_inputs(args, kwargs)
+        self.tower_inputs = dict(self.adapter.tower_inputs(args, kwargs))
 
     def observe_tower(self, module: Any, query: torch.Tensor, key: torch.Tensor, scaling: Any, kwargs: dict) -> None:
         """A vision-tower attention call (no `layer_idx`)."""
@@ -117,7 +122,10 @@ class InputStage:
         if tuple(embeds.shape[:2]) != (batch, length):
             raise PlphpError(f"the decoder's input has shape {tuple(embeds.shape)}; the prompt is [{batch}, {length}]")
         with torch.no_grad():
-            vision = VisionStats(features=embeds.detach(), tower_attention=self._tower(state), cells=self._cells())
+            features = embeds.detach()
+            token_features = [features[b, segment] for b in range(batch) for segment in prompt.segments(b)]
+            tower = self._tower(state, token_features)
+            vision = VisionStats(features=features, tower_attention=tower, cells=self._cells(token_features))
             stats = policy.collector.collect_vision(vision, prompt)
             check_stats(stats, prompt, f"collector {policy.collector.name!r} (input stage)")
             retention = policy.retention([stats] * prompt.num_layers, prompt)[0]
@@ -168,7 +176,7 @@ class InputStage:
             "position_ids": new_positions,
         }
 
-    def _tower(self, state: PrefillState) -> torch.Tensor | None:
+    def _tower(self, state: PrefillState, token_features: list[torch.Tensor]) -> torch.Tensor | None:
         """`[B, L]` the tower statistic at vision positions (NaN elsewhere), or None when not read."""
         if self.capture is None:
             return None
@@ -178,7 +186,7 @@ class InputStage:
                 "features); the input stage's collector needs it"
             )
         prompt = state.prompt
-        per_image = self.adapter.tower_statistics(self.capture.calls, self.inputs)
+        per_image = self.adapter.tower_statistics(self.capture.calls, {**self.inputs, "token_features": token_features})
         self.capture.calls.clear()
         out = torch.full((prompt.batch_size, prompt.length), float("nan"), device=prompt.vision_mask.device)
         image = 0
@@ -193,9 +201,9 @@ class InputStage:
                 image += 1
         return out
 
-    def _cells(self) -> tuple:
+    def _cells(self, token_features: list[torch.Tensor]) -> tuple:
         """Per sample, per image, the cell of each vision token (the adapter's layouts)."""
-        layouts = self.adapter.image_layouts(self.inputs)
+        layouts = self.adapter.image_layouts({**self.inputs, "token_features": token_features})
         return tuple(tuple(layout.cells for _, layout in sample) for sample in layouts)
 
     # -- decoding and the end of prefill ---------------------------------------------------------------

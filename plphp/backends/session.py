@@ -169,6 +169,9 @@ class Session:
                 if tower is not None:
                     hook = self._input_stage.before_tower
                     self._hooks.append(tower.register_forward_pre_hook(hook, with_kwargs=True))
+                projector = self.adapter.vision_projector()
+                if projector is not None and self._input_stage.reads_tower:
+                    self._hooks.append(projector.register_forward_hook(self._input_stage.after_projector))
                 if self._input_stage.reads_tower:
                     self._route_tower_attention()
             if self.policy.stage == "prefill":

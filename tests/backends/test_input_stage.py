@@ -16,10 +16,6 @@ from plphp.errors import ConfigError, PlphpError
 from plphp.models import ARCHITECTURES
 from plphp.testing import check_policy, tiny_vlm
 
-#: Architectures whose tower statistics reach the input stage under generate() (LLaVA-NeXT and
-#: OneVision need `image_sizes`, which generate() consumes when it encodes the images first).
-TOWER_ARCHITECTURES = [a for a in ARCHITECTURES if not a.startswith("llava_")]
-
 
 @pytest.mark.parametrize("positions", ["original", "compact"])
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
@@ -36,7 +32,7 @@ def test_feature_presets_equal_the_kept_features_reference(architecture, preset)
 
 
 @pytest.mark.parametrize("preset", ["fastervlm", "visionzip"])
-@pytest.mark.parametrize("architecture", TOWER_ARCHITECTURES)
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_tower_presets_equal_the_kept_features_reference(architecture, preset):
     check_policy(preset, architectures=[architecture], positions="compact")
 
@@ -86,6 +82,46 @@ def test_one_line_errors():
         plphp.load_policy("fastervlm", selector={"name": "head_topk"})
     with pytest.raises(ConfigError, match="layer: 9 is not a layer of this vision tower"):
         plphp.apply(model, "fastervlm", collector={"layer": 9})
-    vlm = tiny_vlm("llava_next")
-    with pytest.raises(PlphpError, match="needs image_sizes"), plphp.apply(vlm.model, "fastervlm"):
-        vlm.model.generate(**vlm.inputs["batch1"], max_new_tokens=1)
+    vlm = tiny_vlm("llava")
+    embeds = vlm.model.get_input_embeddings()(vlm.inputs["batch1"]["input_ids"])
+    with pytest.raises(PlphpError, match="tower's attention was not seen"), plphp.apply(vlm.model, "fastervlm"):
+        vlm.model(input_ids=vlm.inputs["batch1"]["input_ids"], inputs_embeds=None, pixel_values=None)
+    del embeds
+
+
+@pytest.mark.parametrize("architecture", ["llava_next", "llava_onevision"])
+def test_anyres_tower_statistics_match_with_and_without_image_sizes(architecture):
+    """A forward call hands the input stage `image_sizes` (the model's own `pack_image_features` maps the
+    tiles' statistics); `generate()` consumes them, and tokens are matched to their projected patches
+    instead: both give the same scores."""
+    vlm = tiny_vlm(architecture)
+    inputs = vlm.inputs["batch3"]
+    scores = {}
+    for how in ("forward", "generate"):
+        with plphp.apply(vlm.model, "fastervlm", record_scores=True) as session, torch.inference_mode():
+            if how == "forward":
+                vlm.model(**inputs)
+            else:
+                vlm.model.generate(**inputs, max_new_tokens=1, do_sample=False)
+        scores[how] = session.report.layers[0].scores
+    vision = session.adapter.vision_mask(inputs["input_ids"]) & inputs["attention_mask"].bool()
+    assert torch.allclose(scores["forward"][:, 0][vision], scores["generate"][:, 0][vision], atol=1e-7)
+
+
+@pytest.mark.parametrize("architecture", ["llava_next", "llava_onevision"])
+def test_anyres_layouts_are_read_off_the_newlines_when_generate_consumed_image_sizes(architecture):
+    """Pooling under generate() (no image_sizes) keeps what the adapter's layouts from image_sizes imply."""
+    vlm = tiny_vlm(architecture)
+    inputs = vlm.inputs["batch3"]
+    with plphp.apply(vlm.model, "pool") as session:
+        vlm.model.generate(**inputs, max_new_tokens=1, do_sample=False)
+    layouts = session.adapter.image_layouts(inputs)  # the processor's batch holds image_sizes
+    pooled = [
+        sum(
+            len({("token", i) if c is None else (c[0], c[1] // 2, c[2] // 2) for i, c in enumerate(layout.cells)})
+            for _, layout in sample
+        )
+        for sample in layouts
+    ]
+    assert all(layout.on_picture for sample in layouts for _, layout in sample)
+    assert session.report.layers[0].budget == pooled
