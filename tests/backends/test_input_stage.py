@@ -125,3 +125,20 @@ def test_anyres_layouts_are_read_off_the_newlines_when_generate_consumed_image_s
     ]
     assert all(layout.on_picture for sample in layouts for _, layout in sample)
     assert session.report.layers[0].budget == pooled
+
+
+@pytest.mark.parametrize("positions", ["original", "compact"])
+def test_beam_search_and_sampling_equal_the_masked_reference(positions):
+    """Beams and returned sequences expand the batch before prefill; compact decode positions follow each row."""
+    vlm = tiny_vlm("qwen2_vl")
+    inputs = vlm.inputs["batch3"]
+    runs = {}
+    for materialize in ("prune", "mask"):
+        with plphp.apply(vlm.model, "visionzip", positions=positions, materialize=materialize):
+            torch.manual_seed(0)
+            beams = vlm.model.generate(**inputs, num_beams=2, num_return_sequences=2, max_new_tokens=4)
+            torch.manual_seed(0)
+            sampled = vlm.model.generate(**inputs, do_sample=True, max_new_tokens=4)
+        runs[materialize] = (beams, sampled)
+    assert torch.equal(runs["prune"][0], runs["mask"][0])
+    assert torch.equal(runs["prune"][1], runs["mask"][1])
