@@ -125,7 +125,7 @@ class InputStage:
             features = embeds.detach()
             token_features = [features[b, segment] for b in range(batch) for segment in prompt.segments(b)]
             tower = self._tower(state, token_features)
-            vision = VisionStats(features=features, tower_attention=tower, cells=self._cells(token_features))
+            vision = VisionStats(features=features, tower_attention=tower, cells=self._cells(prompt, token_features))
             stats = policy.collector.collect_vision(vision, prompt)
             check_stats(stats, prompt, f"collector {policy.collector.name!r} (input stage)")
             retention = policy.retention([stats] * prompt.num_layers, prompt)[0]
@@ -188,6 +188,7 @@ class InputStage:
         prompt = state.prompt
         per_image = self.adapter.tower_statistics(self.capture.calls, {**self.inputs, "token_features": token_features})
         self.capture.calls.clear()
+        per_image = [per_image[j] for j in expansion(prompt, len(per_image))]
         out = torch.full((prompt.batch_size, prompt.length), float("nan"), device=prompt.vision_mask.device)
         image = 0
         for b in range(prompt.batch_size):
@@ -201,9 +202,13 @@ class InputStage:
                 image += 1
         return out
 
-    def _cells(self, token_features: list[torch.Tensor]) -> tuple:
+    def _cells(self, prompt: Any, token_features: list[torch.Tensor]) -> tuple:
         """Per sample, per image, the cell of each vision token (the adapter's layouts)."""
-        layouts = self.adapter.image_layouts({**self.inputs, "token_features": token_features})
+        inputs = {**self.inputs, "token_features": token_features}
+        grid = inputs.get("image_grid_thw")
+        if isinstance(grid, torch.Tensor) and "image_grid_thw" in self.tower_inputs:  # unexpanded, from the tower
+            inputs["image_grid_thw"] = grid[torch.tensor(expansion(prompt, grid.shape[0]), device=grid.device)]
+        layouts = self.adapter.image_layouts(inputs)
         return tuple(tuple(layout.cells for _, layout in sample) for sample in layouts)
 
     # -- decoding and the end of prefill ---------------------------------------------------------------
@@ -278,3 +283,23 @@ class InputStage:
             )
         self.state = None if self.policy.positions == "original" else self.state
         return report
+
+
+def expansion(prompt: Any, count: int) -> list[int]:
+    """For each image of the prompt (rows in order), the index of the encoded image it shows.
+
+    `generate()` encodes the images of the batch once and then repeats each row for beams and returned
+    sequences (`repeat_interleave`), so `count` encoded images may stand for `r` times as many.
+    """
+    per_row = [len(prompt.segments(b)) for b in range(prompt.batch_size)]
+    total = sum(per_row)
+    if total == count:
+        return list(range(count))
+    repeats = total // count if count else 0
+    if not repeats or total % count or prompt.batch_size % repeats:
+        raise PlphpError(f"the prompt holds {total} images, but the vision tower encoded {count}")
+    mapping, first = [], 0
+    for row in range(0, prompt.batch_size, repeats):
+        mapping += [first + i for _ in range(repeats) for i in range(per_row[row])]
+        first += per_row[row]
+    return mapping

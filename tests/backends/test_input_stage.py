@@ -128,13 +128,17 @@ def test_anyres_layouts_are_read_off_the_newlines_when_generate_consumed_image_s
 
 
 @pytest.mark.parametrize("positions", ["original", "compact"])
-def test_beam_search_and_sampling_equal_the_masked_reference(positions):
-    """Beams and returned sequences expand the batch before prefill; compact decode positions follow each row."""
-    vlm = tiny_vlm("qwen2_vl")
+@pytest.mark.parametrize(
+    ("architecture", "preset"), [("qwen2_vl", "visionzip"), ("qwen2_vl", "pool"), ("llava_next", "fastervlm")]
+)
+def test_beam_search_and_sampling_equal_the_masked_reference(architecture, preset, positions):
+    """generate() encodes the images once and repeats the rows for beams and returned sequences; the
+    tower statistics and grids follow the repeated rows, and compact decode positions follow each row."""
+    vlm = tiny_vlm(architecture)
     inputs = vlm.inputs["batch3"]
     runs = {}
     for materialize in ("prune", "mask"):
-        with plphp.apply(vlm.model, "visionzip", positions=positions, materialize=materialize):
+        with plphp.apply(vlm.model, preset, positions=positions, materialize=materialize):
             torch.manual_seed(0)
             beams = vlm.model.generate(**inputs, num_beams=2, num_return_sequences=2, max_new_tokens=4)
             torch.manual_seed(0)
