@@ -14,8 +14,11 @@ from plphp.testing import PolicyCheckError, _check_report, check_policy, tiny_vl
 
 
 def _stages(name: str) -> list[str]:
-    """The stages a preset runs at: its own, and decode too when its selector keeps one set for all heads."""
+    """The stages a preset runs at: its own, and decode too when its selector keeps one set for all heads
+    (input-stage presets read vision-side statistics, which only the input stage has)."""
     policy = load_policy(name)
+    if policy.stage == "input":
+        return ["input"]
     return ["prefill", "decode"] if not policy.selector.per_head else [policy.stage]
 
 

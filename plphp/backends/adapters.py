@@ -14,6 +14,7 @@ import torch
 
 from plphp.backends.layout import TokenLayout, anyres_layout, unpadded_grid
 from plphp.backends.prefill import gather_slots
+from plphp.backends.tower import match_patches, newline_layout
 from plphp.errors import UnsupportedModelError
 from plphp.hookspecs import hookimpl
 
@@ -356,22 +357,12 @@ class LlavaNextAdapter(ModelAdapter):
         return self.model.model.multi_modal_projector
 
     def _layout_from_newlines(self, features: torch.Tensor, side: int) -> TokenLayout:
-        """The layout read off an image's token features (`generate()` consumed `image_sizes`): the base
-        square, then rows of the tile grid, each ended by a copy of `image_newline`."""
-        newline = self.model.model.image_newline.detach().to(features.device, features.dtype)
-        is_newline = (features == newline).all(-1)
-        base = side * side
-        rows = int(is_newline[base:].sum())
-        if rows <= 1 and features.shape[0] == base + 1:
-            return anyres_layout(side, None, None)
-        cols = (features.shape[0] - base) // max(rows, 1) - 1
-        return anyres_layout(side, (1, 1), (rows, cols))
+        """The layout read off an image's token features (`generate()` consumed `image_sizes`)."""
+        return newline_layout(features, self.model.model.image_newline.detach(), side)
 
     def _matched_statistics(self, calls: list[torch.Tensor], inputs: Mapping[str, Any]) -> list[torch.Tensor]:
-        """Without `image_sizes`: each vision token's feature is a copy of one projected patch (or, in a
-        OneVision grid downscaled beyond `anyres_max_N`, a bilinear mix of neighbours), so a token takes the
-        statistic of the patch whose projected feature equals (else lies nearest to) its own; the newline
-        tokens, copies of `image_newline`, are no patch."""
+        """Without `image_sizes`: each token takes the statistic of the projected patch its feature is a
+        copy of (`plphp.backends.tower.match_patches`)."""
         patches = inputs.get("projected_patches")
         tokens = inputs.get("token_features")
         if patches is None or tokens is None:
@@ -379,16 +370,7 @@ class LlavaNextAdapter(ModelAdapter):
                 f"{type(self.model).__name__}: tower statistics need image_sizes or the projected patches"
             )
         statistics = _select_features(self.config, torch.cat(calls)).flatten()  # [tiles · T']
-        patches = patches.flatten(0, 1).float()  # [tiles · T', D]
-        newline = self.model.model.image_newline.detach().float()
-        out = []
-        for features in tokens:
-            features = features.float()
-            distance = torch.cat([torch.cdist(chunk, patches) for chunk in features.split(1024)])
-            values = statistics[distance.argmin(-1).to(statistics.device)].clone()
-            values[(features == newline.to(features.device)).all(-1).to(values.device)] = float("nan")
-            out.append(values)
-        return out
+        return match_patches(statistics, patches.flatten(0, 1), tokens, self.model.model.image_newline.detach())
 
 
 class Qwen2VLAdapter(ModelAdapter):

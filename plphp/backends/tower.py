@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from plphp.backends.layout import TokenLayout, anyres_layout
+
 #: Queries per block when the mean received attention is summed (bounds memory at `H · block · n`).
 QUERY_BLOCK = 1024
 
@@ -83,3 +85,38 @@ class TowerCapture:
                 statistic(query[:, :, a:b], key[:, :, a:b], scaling) for a, b in zip(edges[:-1], edges[1:], strict=True)
             ]
             self.calls.append(torch.cat(parts, dim=-1))
+
+
+def match_patches(
+    statistics: torch.Tensor, patches: torch.Tensor, tokens: list[torch.Tensor], newline: torch.Tensor
+) -> list[torch.Tensor]:
+    """Map per-patch statistics to vision tokens by their features (any-resolution models under
+    `generate()`, which consumes `image_sizes`): a token's feature is a copy of one projected patch (in a
+    OneVision grid downscaled beyond `anyres_max_N`, a bilinear mix: the nearest patch is taken), and
+    copies of `newline` are no patch (NaN).
+
+    Args:
+        statistics: `[P]` one value per projected patch; patches: `[P, D]` their projected features;
+        tokens: per image `[N_i, D]` its vision tokens' features; newline: `[D]` the newline embedding.
+    """
+    patches = patches.float()
+    out = []
+    for features in tokens:
+        features = features.float()
+        distance = torch.cat([torch.cdist(chunk, patches) for chunk in features.split(1024)])
+        values = statistics[distance.argmin(-1).to(statistics.device)].clone()
+        values[(features == newline.to(features)).all(-1).to(values.device)] = float("nan")
+        out.append(values)
+    return out
+
+
+def newline_layout(features: torch.Tensor, newline: torch.Tensor, side: int) -> TokenLayout:
+    """An any-resolution image's layout read off its token features `[N, D]`: the base `side × side`
+    square, then rows of the tile grid, each ended by a copy of `newline` `[D]`."""
+    is_newline = (features == newline.to(features)).all(-1)
+    base = side * side
+    rows = int(is_newline[base:].sum())
+    if rows <= 1 and features.shape[0] == base + 1:
+        return anyres_layout(side, None, None)
+    cols = (features.shape[0] - base) // max(rows, 1) - 1
+    return anyres_layout(side, (1, 1), (rows, cols))

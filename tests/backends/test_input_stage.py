@@ -28,7 +28,8 @@ def test_random_input_equals_the_kept_features_reference(architecture, positions
 @pytest.mark.parametrize("preset", ["pool", "divprune"])
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_feature_presets_equal_the_kept_features_reference(architecture, preset):
-    check_policy(preset, architectures=[architecture])
+    """Compact positions (the kit's preset matrix, tests/test_testing.py, runs the original ones)."""
+    check_policy(preset, architectures=[architecture], positions="compact")
 
 
 @pytest.mark.parametrize("preset", ["fastervlm", "visionzip"])
