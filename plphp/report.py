@@ -170,9 +170,17 @@ class PruningReport:
         layers = len(self.layers)
         return [round(x) for x in before], [round(x) for x in after], [k / layers for k in kept_vision]
 
+    @property
+    def decoder_tokens(self) -> list[int] | None:
+        """Input stage: per sample, the prompt tokens that entered the decoder (text + kept vision)."""
+        if self.input_positions is None:
+            return None
+        return (self.input_positions >= 0).sum(-1).tolist()
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary (per-layer figures, no tensors of positions)."""
         return {
+            **({"decoder_tokens": self.decoder_tokens} if self.input_positions is not None else {}),
             "policy": self.policy,
             "stage": self.stage,
             "batch_size": self.batch_size,
@@ -215,9 +223,14 @@ class PruningReport:
     def _caption(self) -> str:
         if self.note:
             return self.note
+        entered = ""
+        if self.decoder_tokens is not None:
+            entered = (
+                f"; entered the decoder: {', '.join(map(str, self.decoder_tokens))} of {self.prompt_length} tokens"
+            )
         return (
             f"vision KV removed: {self.vision_kv_reduction:.1%}; prompt KV {_bytes(self.kv_bytes_before)} -> "
-            f"{_bytes(self.kv_bytes_after)} ({self.kv_reduction:.1%} less)"
+            f"{_bytes(self.kv_bytes_after)} ({self.kv_reduction:.1%} less)" + entered
         )
 
     def summary(self) -> str:

@@ -55,6 +55,8 @@ def test_report_says_what_entered_the_decoder():
         assert set(text.tolist()) <= set(slots.tolist())  # text never dropped
         assert int(vision[b, slots].sum()) == report.layers[0].budget[b]
     assert report.layers[0].physical_length == entered.shape[1]
+    assert report.decoder_tokens == (entered >= 0).sum(-1).tolist() == report.to_dict()["decoder_tokens"]
+    assert "entered the decoder" in report.summary()
     merged = report.merge_assignment
     assert bool((merged[vision] >= 0).all())  # VisionZip accounts for every vision token
 
