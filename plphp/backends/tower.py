@@ -16,7 +16,7 @@ import torch
 from plphp.backends.layout import TokenLayout, anyres_layout
 
 #: Queries per block when the mean received attention is summed (bounds memory at `H · block · n`).
-QUERY_BLOCK = 1024
+QUERY_BLOCK = 256
 
 
 def cls_attention(query: torch.Tensor, key: torch.Tensor, scaling: float) -> torch.Tensor:

@@ -16,7 +16,6 @@ import torch
 from pydantic import Field
 
 from plphp.components import Merger, Params
-from plphp.ops import cosine_similarity
 
 
 class Contextual(Merger):
@@ -44,8 +43,10 @@ class Contextual(Merger):
                     continue  # nothing is merged: the dropped tokens are discarded
                 spots = torch.arange(contextual, device=segment.device) * len(remaining) // contextual
                 targets = remaining[spots]
-                similarity = cosine_similarity(features[b, remaining.to(features.device)])  # [R, R]
-                nearest = similarity[:, spots.to(similarity.device)].argmax(-1).to(segment.device)  # [R]
+                unit = torch.nn.functional.normalize(features[b, remaining.to(features.device)].float(), dim=-1)
+                nearest = (
+                    (unit @ unit[spots.to(unit.device)].T).argmax(-1).to(segment.device)
+                )  # [R] most similar target
                 assignment[b, remaining] = targets[nearest]
                 assignment[b, targets] = targets  # a target is its own group's output token
         return assignment
