@@ -149,3 +149,24 @@ def test_beam_search_and_sampling_equal_the_masked_reference(architecture, prese
         runs[materialize] = (beams, sampled)
     assert torch.equal(runs["prune"][0], runs["mask"][0])
     assert torch.equal(runs["prune"][1], runs["mask"][1])
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+@pytest.mark.parametrize("architecture", ["llava", "qwen2_5_vl"])
+def test_reading_the_tower_leaves_its_output_bitwise_unchanged(architecture, implementation):
+    vlm = tiny_vlm(architecture)
+    model, inputs = vlm.model, vlm.inputs["batch3"]
+    tower = plphp.get_registry().adapter_for(model).vision_tower()
+    outputs = []
+    handle = tower.register_forward_hook(lambda module, args, output: outputs.append(output.last_hidden_state))
+    before = model.config.vision_config._attn_implementation
+    model.set_attn_implementation({"vision_config": implementation})
+    try:
+        with torch.inference_mode():
+            model.generate(**inputs, max_new_tokens=1)
+            with plphp.apply(model, "fastervlm"):
+                model.generate(**inputs, max_new_tokens=1)
+    finally:
+        handle.remove()
+        model.set_attn_implementation({"vision_config": before})
+    assert torch.equal(outputs[0], outputs[1])
