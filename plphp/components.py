@@ -1,4 +1,4 @@
-"""Base classes of the three kinds of policy components.
+"""Base classes of the policy components: collectors, allocators, selectors and (optional) mergers.
 
 A component is a small class with a registry `name`, a pydantic `Params` model holding its
 hyper-parameters (validated ranges and cross-field checks; numeric fields take numbers only, see
@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import ConfigDict
 
-from plphp.stats import LayerStats, PromptInfo
+from plphp.stats import LayerStats, PromptInfo, VisionStats
 from plphp.validation import StrictNumbers, validate
 
 
@@ -64,6 +64,9 @@ class Collector(Component):
     #: True when the collector also reads the layer's output hidden states (DART compares tokens by
     #: them); the backend then calls `collect` once the layer has run, with `hidden_states=`.
     reads_hidden_states: ClassVar[bool] = False
+    #: The stages the collector can drive: decoder-attention collectors serve "decode" and
+    #: "prefill"; vision-side collectors (`VisionCollector`) serve "input".
+    stages: ClassVar[tuple[str, ...]] = ("decode", "prefill")
 
     @abstractmethod
     def collect(
@@ -85,6 +88,35 @@ class Collector(Component):
 
         A collector with `reads_hidden_states` also takes `hidden_states`: `[B, L, D_model]`, the
         layer's output after the language model's final norm (the features its LM head would read).
+        """
+
+
+class VisionCollector(Collector):
+    """Scores vision tokens from vision-side statistics before the decoder's first layer (input stage)."""
+
+    measures_vision_attention: ClassVar[bool] = False
+    stages: ClassVar[tuple[str, ...]] = ("input",)
+
+    @property
+    def tower_layer(self) -> int | None:
+        """The vision tower layer whose attention the collector reads (negative counts from the
+        end), or None when it reads the features alone."""
+        return None
+
+    def collect(self, query, key, prompt, layer_idx, scaling) -> LayerStats:
+        raise TypeError(f"collector {self.name!r} scores vision-side statistics; it serves the input stage only")
+
+    @abstractmethod
+    def collect_vision(self, vision: VisionStats, prompt: PromptInfo) -> LayerStats:
+        """Score the vision tokens before the decoder.
+
+        Args:
+            vision: the projected features, the tower's attention statistic and each image's cells.
+            prompt: vision positions, segments and padding of the prompt.
+
+        Returns:
+            `LayerStats` with scores `[B, H_kv, L]` (one row repeated for every head), NaN `γ`, and
+                `features` when a selector or merger downstream compares tokens.
         """
 
 
@@ -129,4 +161,37 @@ class Selector(Component):
                 `budget_per_sample(retention, prompt)[b]` in every head (with `head_budgets`, that
                 many per head on average). A selector with `per_head = False` returns the same
                 row for every head.
+        """
+
+
+class Merger(Component):
+    """Folds the vision tokens a selector dropped into kept or new tokens (input stage).
+
+    A merger returns an assignment: for every prompt position, the position of the output token it
+    folds into, or -1 (text, padding, a dropped token that is discarded). Output tokens are the
+    fixed points (`assignment[p] == p`) and take the mean feature of the tokens assigned to them;
+    they sit at their own prompt position. Contract (`plphp.contract.check_merge`): each image
+    yields its budget of output tokens, every input token is accounted for exactly once (it is an
+    output token, folds into one of its own image, or is discarded), and a merger that merges
+    nothing (every dropped token -1) is plain selection.
+    """
+
+    kind: ClassVar[str] = "merger"
+
+    def budget(self, selected: list[int], vision: VisionStats, prompt: PromptInfo) -> list[int]:
+        """Output tokens per sample; by default the selector's budget `selected`."""
+        return selected
+
+    @abstractmethod
+    def merge(self, keep: torch.Tensor, stats: LayerStats, vision: VisionStats, prompt: PromptInfo) -> torch.Tensor:
+        """Assign every vision token to an output token.
+
+        Args:
+            keep: `[B, k]` the selector's kept positions, ascending, -1 padded.
+            stats: the collector's statistics (`scores`, `features`).
+            vision: the vision-side statistics (cells of each image).
+            prompt: vision positions and segments.
+
+        Returns:
+            `[B, L]` long assignment (see the class docstring).
         """

@@ -124,3 +124,47 @@ def check_deterministic(first: torch.Tensor, second: torch.Tensor, who: str) -> 
     """Check that two calls of a selector on the same input kept the same tokens."""
     if not torch.equal(first, second):
         raise PolicyContractError(f"{who} is not deterministic: two calls on the same input kept different tokens")
+
+
+def check_merge(assignment: Any, keep_budget: list[int], prompt: PromptInfo, who: str) -> None:
+    """Check a merger's output (`plphp.components.Merger`): a `[B, L]` long assignment in which
+
+    - text and padding are -1 (never merged), and every other entry is a vision position of the
+      same sample and the same image (a token folds into an output token of its own image);
+    - output tokens are fixed points (`assignment[p] == p`), and every assigned target is one;
+    - sample `b` yields exactly `keep_budget[b]` output tokens.
+
+    Every input token is then accounted for exactly once: it is an output token, folds into one, or
+    is discarded (-1).
+    """
+    batch, length = prompt.batch_size, prompt.length
+    if (
+        not isinstance(assignment, torch.Tensor)
+        or assignment.dtype != torch.long
+        or tuple(assignment.shape)
+        != (
+            batch,
+            length,
+        )
+    ):
+        shape = tuple(assignment.shape) if isinstance(assignment, torch.Tensor) else type(assignment).__name__
+        raise PolicyContractError(f"{who} returned {shape}; expected a long tensor of shape [{batch}, {length}]")
+    vision = prompt.vision_mask.to(assignment.device)
+    if (assignment[~vision] != -1).any():
+        raise PolicyContractError(f"{who} assigned a text or padding position (text is never merged)")
+    assigned = assignment >= 0
+    if (assignment >= length).any():
+        raise PolicyContractError(f"{who} assigned a token to a position beyond the prompt length {length}")
+    target = assignment.clamp(min=0)
+    segments = prompt.segment_ids.to(assignment.device)
+    if (assigned & ~vision.gather(1, target)).any() or (assigned & (segments.gather(1, target) != segments)).any():
+        raise PolicyContractError(f"{who} folded a token into a position that is not a vision token of its image")
+    if (assigned & (assignment.gather(1, target) != assignment)).any():
+        raise PolicyContractError(f"{who} folded a token into a target that is not an output token of its own")
+    positions = torch.arange(length, device=assignment.device)
+    outputs = (assignment == positions).sum(-1)
+    want = torch.tensor(keep_budget, device=assignment.device)
+    if not torch.equal(outputs, want):
+        raise PolicyContractError(
+            f"{who} produced {outputs.tolist()} output tokens per sample; the budget is {keep_budget}"
+        )

@@ -35,6 +35,11 @@ def plphp_selectors() -> list[type]:
 
 
 @hookspec
+def plphp_mergers() -> list[type]:
+    """Return `Merger` subclasses (input stage: fold dropped tokens into kept or new ones)."""
+
+
+@hookspec
 def plphp_presets() -> list[Any]:
     """Return `Preset` objects: named policy configs (see `plphp.policy.Preset`)."""
 

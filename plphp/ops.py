@@ -139,3 +139,28 @@ def keep_positions(keep_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     ranked = ranked[..., :width]
     valid = ranked < length
     return torch.where(valid, ranked, 0), valid
+
+
+def merge_features(features: torch.Tensor, assignment: torch.Tensor) -> torch.Tensor:
+    """The features after a merge: each output token the mean of the tokens assigned to it.
+
+    Args:
+        features: `[B, L, D]`; assignment: `[B, L]` long, the output position each token folds into
+            (-1: none), output tokens being its fixed points (`plphp.components.Merger`).
+
+    Returns:
+        `[B, L, D]`: at output positions the mean over their tokens, elsewhere `features` unchanged.
+    """
+    batch, length, dim = features.shape
+    target = torch.where(assignment >= 0, assignment, length)[..., None].expand(-1, -1, dim)
+    sums = features.new_zeros(batch, length + 1, dim).scatter_add_(1, target, features)
+    counts = features.new_zeros(batch, length + 1).scatter_add_(1, target[..., 0], torch.ones_like(features[..., 0]))
+    merged = sums[:, :length] / counts[:, :length, None].clamp(min=1)
+    is_output = assignment == torch.arange(length, device=assignment.device)
+    return torch.where(is_output[..., None], merged, features)
+
+
+def cosine_similarity(features: torch.Tensor) -> torch.Tensor:
+    """`[N, N]` cosine similarity of `features` `[N, D]` (float32)."""
+    unit = torch.nn.functional.normalize(features.float(), dim=-1)
+    return unit @ unit.T

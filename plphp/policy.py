@@ -1,4 +1,4 @@
-"""A pruning policy: one collector, one allocator, one selector, a stage and a layer range.
+"""A pruning policy: one collector, one allocator, one selector (and optionally a merger), a stage and a layer range.
 
 `load_policy` builds one from a preset name, a YAML/TOML file or a dict, with overrides.
 """
@@ -16,17 +16,18 @@ from typing import Any, Literal
 import torch
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from plphp.components import Allocator, Collector, Selector
+from plphp.components import Allocator, Collector, Merger, Selector
 from plphp.contract import check_retention
 from plphp.errors import ConfigError, UnknownNameError
 from plphp.registry import KINDS, get_registry
 from plphp.stats import LayerStats, PromptInfo
 from plphp.validation import StrictNumbers, shown, validate
 
-STAGES = ("decode", "prefill")
 #: How vision tokens group into segments, each of which keeps its own share of the budget.
 SEGMENT_UNITS = ("image", "frame")
+POSITIONS = ("original", "compact")
 #: Extensions of policy and run config files.
+STAGES = ("decode", "prefill", "input")
 CONFIG_SUFFIXES = (".yaml", ".yml", ".toml")
 
 
@@ -59,8 +60,14 @@ class PolicyConfig(StrictNumbers):
         description="what reports and figures call the policy; default: the preset, the file's stem, or 'custom'",
     )
     preset: str | None = Field(None, description="a preset to start from; other keys override it")
-    stage: Literal["decode", "prefill"] = Field(
-        "decode", description="decode: compress the KV cache after an exact prefill"
+    stage: Literal["decode", "prefill", "input"] = Field(
+        "decode",
+        description="decode: compress the KV cache after an exact prefill; prefill: drop tokens from layer K on; "
+        "input: only the kept vision tokens enter the decoder",
+    )
+    positions: Literal["original", "compact"] = Field(
+        "original",
+        description="input stage: kept tokens keep their RoPE positions (original) or take consecutive ones (compact)",
     )
     start_layer: int = Field(0, ge=0, description="first decoder layer that is pruned (K)")
     end_layer: int | None = Field(None, ge=1, description="layer after the last pruned one; null = all")
@@ -76,6 +83,7 @@ class PolicyConfig(StrictNumbers):
     collector: dict[str, Any] = Field(default_factory=lambda: {"name": "last_token"})
     allocator: dict[str, Any] = Field(default_factory=lambda: {"name": "uniform"})
     selector: dict[str, Any] = Field(default_factory=lambda: {"name": "head_topk"})
+    merger: dict[str, Any] | None = Field(None, description="input stage: folds dropped tokens into kept ones")
 
     @field_validator("name")
     @classmethod
@@ -88,15 +96,23 @@ class PolicyConfig(StrictNumbers):
     def _check_range(self) -> PolicyConfig:
         if self.end_layer is not None and self.end_layer <= self.start_layer:
             raise ValueError(f"end_layer ({self.end_layer}) must be greater than start_layer ({self.start_layer})")
-        for kind in ("collector", "allocator", "selector"):
+        for kind in ("collector", "allocator", "selector", "merger"):
             spec = getattr(self, kind)
-            if not isinstance(spec.get("name"), str):
+            if spec is not None and not isinstance(spec.get("name"), str):
                 raise ValueError(
                     f"{kind} needs a 'name' (a string naming a registered {kind}), got {shown(spec.get('name'))}"
                 )
         if self.start_layer == 0 and (self.stage == "prefill" or self.rank_by == "layer_before_start"):
             why = "stage 'prefill' ranks" if self.stage == "prefill" else "rank_by 'layer_before_start' ranks"
             raise ValueError(f"start_layer must be at least 1: {why} tokens by the statistics of the layer before")
+        if self.stage == "input" and (self.start_layer != 0 or self.end_layer is not None):
+            raise ValueError(
+                f"start_layer ({self.start_layer}) and end_layer ({self.end_layer}) cannot be set with stage 'input': "
+                "the kept tokens are the only ones any decoder layer sees"
+            )
+        if self.stage != "input" and (self.merger is not None or self.positions != "original"):
+            what = "merger" if self.merger is not None else f"positions {self.positions!r}"
+            raise ValueError(f"{what} needs stage 'input' (the stage is {self.stage!r})")
         if self.stage == "prefill" and self.end_layer is not None:
             raise ValueError(
                 f"end_layer ({self.end_layer}) cannot be set with stage 'prefill': tokens dropped from the hidden "
@@ -113,8 +129,8 @@ class Policy:
         collector: scores vision tokens per layer and head during prefill.
         allocator: turns all layers' statistics into retention rates.
         selector: picks the kept vision tokens of each KV head.
-        stage: "decode" (compress the KV cache after prefill) or "prefill" (drop tokens from the
-            hidden states from `start_layer` on).
+        stage: "decode" (compress the KV cache after prefill), "prefill" (drop tokens from the
+            hidden states from `start_layer` on) or "input" (only the kept vision tokens enter the decoder).
         start_layer: layers before it are never pruned.
         end_layer: layers from it on are never pruned (None: no end).
         rank_by: "own_layer" (each layer ranks tokens by its own statistics) or "layer_before_start"
@@ -124,6 +140,8 @@ class Policy:
             of the budget) or "frame" (each image and each video frame is one).
         name: what reports, tables and figures call the policy: the config's `name`, else the
             file's stem for a policy file, else the preset's name, else "custom".
+        merger: input stage: folds the dropped tokens into kept or new ones (None: plain selection).
+        positions: input stage: "original" (kept tokens keep their positions) or "compact".
     """
 
     collector: Collector
@@ -136,6 +154,8 @@ class Policy:
     segments: str = "image"
     name: str = "custom"
     config: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    merger: Merger | None = None
+    positions: str = "original"
 
     def prunes_layer(self, layer_idx: int) -> bool:
         """Whether `layer_idx` lies in the pruned layer range."""
@@ -154,7 +174,9 @@ class Policy:
             f"{self.name}: stage={self.stage}, layers {self.start_layer}..{self.end_layer or 'end'}, "
             + (f"rank_by={self.rank_by}, " if self.rank_by != "own_layer" else "")
             + (f"segments={self.segments}, " if self.segments != "image" else "")
+            + (f"positions={self.positions}, " if self.stage == "input" else "")
             + f"{self.collector!r}, {self.allocator!r}, {self.selector!r}"
+            + (f", {self.merger!r}" if self.merger is not None else "")
         )
 
 
@@ -304,11 +326,13 @@ def policy_from_config(data: Mapping[str, Any]) -> Policy:
     collector = _build_component("collector", config.collector)
     allocator = _build_component("allocator", config.allocator)
     selector = _build_component("selector", config.selector)
+    merger = _build_component("merger", config.merger) if config.merger is not None else None
     _check_vision_attention(collector, allocator)
-    if config.stage == "prefill" and (selector.per_head or selector.head_budgets):
+    _check_stage(config.stage, collector)
+    if config.stage in ("prefill", "input") and (selector.per_head or selector.head_budgets):
         shared = sorted(n for n, c in get_registry().components("selector").items() if not c.per_head)
         raise ConfigError(
-            f"policy.stage: 'prefill' drops tokens from the hidden states, so one keep-set must hold for all heads, "
+            f"policy.stage: {config.stage!r} drops tokens from the hidden states, so one keep-set must hold for all heads, "
             f"but selector {selector.name!r} chooses per head; use stage 'decode' or a shared selector "
             f"({', '.join(shared) or 'none registered'})"
         )
@@ -324,7 +348,19 @@ def policy_from_config(data: Mapping[str, Any]) -> Policy:
         segments=config.segments,
         name=name,
         config={**config.model_dump(), "name": name},
+        merger=merger,
+        positions=config.positions,
     )
+
+
+def _check_stage(stage: str, collector: Collector) -> None:
+    """A collector drives the stages it declares (`Collector.stages`): vision-side ones the input stage only."""
+    if stage not in collector.stages:
+        fitting = sorted(n for n, c in get_registry().components("collector").items() if stage in c.stages)
+        raise ConfigError(
+            f"policy.collector: {collector.name!r} serves stage {'/'.join(collector.stages)}, not {stage!r}; "
+            f"collectors for stage {stage!r} are {', '.join(fitting) or 'none registered'}"
+        )
 
 
 def is_kind(path: Path, test: str) -> bool:

@@ -18,14 +18,14 @@ import pluggy
 from plphp import hookspecs
 from plphp.errors import ConfigError, UnknownNameError, UnsupportedModelError
 
-KINDS = ("collector", "allocator", "selector")
+KINDS = ("collector", "allocator", "selector", "merger")
 
 #: Environment variable naming plugin modules to load into every registry (comma-separated).
 PLUGINS_VARIABLE = "PLPHP_PLUGINS"
 
 #: Modules that hold plphp's own plugins; used only when plphp runs from a source tree whose
 #: entry points are not installed, so the built-ins are still there.
-_BUILTIN_MODULES = ("plphp.policies", "plphp.backends.adapters", "plphp.backends.architectures")
+_BUILTIN_MODULES = ("plphp.policies", "plphp.backends.architectures")
 
 
 class Registry:
@@ -83,7 +83,7 @@ class Registry:
 
     # -- lookups ---------------------------------------------------------------------------
     def components(self, kind: str) -> dict[str, type]:
-        """All registered components of one kind ("collector", "allocator", "selector")."""
+        """All registered components of one kind ("collector", "allocator", "selector", "merger")."""
         if kind not in KINDS:
             raise ConfigError(f"unknown component kind {kind!r}: allowed are {', '.join(KINDS)}")
         hook = getattr(self.manager.hook, f"plphp_{kind}s")

@@ -51,12 +51,16 @@ class PruningReport:
 
     Attributes:
         policy: the policy's one-line description.
-        stage: "decode" or "prefill".
+        stage: "decode", "prefill" or "input".
         batch_size: rows of the batch (after beam / return-sequence expansion).
         prompt_length: padded prompt length.
         num_vision: `[B]` vision tokens per sample.
         layers: one `LayerReport` per decoder layer (empty when nothing was pruned).
         note: why nothing was pruned, when that is the case.
+        input_positions: input stage: `[B, S]` the prompt position of each slot of the sequence that
+            entered the decoder (-1 at padding); None for the other stages.
+        merge_assignment: input stage with a merger: `[B, L]` the output position each prompt token
+            folded into (-1: text, padding or discarded; `plphp.components.Merger`).
     """
 
     policy: str
@@ -66,6 +70,8 @@ class PruningReport:
     num_vision: list[int]
     layers: list[LayerReport] = field(default_factory=list)
     note: str = ""
+    input_positions: torch.Tensor | None = field(default=None, repr=False)
+    merge_assignment: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def kv_bytes_before(self) -> int:
@@ -164,9 +170,17 @@ class PruningReport:
         layers = len(self.layers)
         return [round(x) for x in before], [round(x) for x in after], [k / layers for k in kept_vision]
 
+    @property
+    def decoder_tokens(self) -> list[int] | None:
+        """Input stage: per sample, the prompt tokens that entered the decoder (text + kept vision)."""
+        if self.input_positions is None:
+            return None
+        return (self.input_positions >= 0).sum(-1).tolist()
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary (per-layer figures, no tensors of positions)."""
         return {
+            **({"decoder_tokens": self.decoder_tokens} if self.input_positions is not None else {}),
             "policy": self.policy,
             "stage": self.stage,
             "batch_size": self.batch_size,
@@ -209,9 +223,14 @@ class PruningReport:
     def _caption(self) -> str:
         if self.note:
             return self.note
+        entered = ""
+        if self.decoder_tokens is not None:
+            entered = (
+                f"; entered the decoder: {', '.join(map(str, self.decoder_tokens))} of {self.prompt_length} tokens"
+            )
         return (
             f"vision KV removed: {self.vision_kv_reduction:.1%}; prompt KV {_bytes(self.kv_bytes_before)} -> "
-            f"{_bytes(self.kv_bytes_after)} ({self.kv_reduction:.1%} less)"
+            f"{_bytes(self.kv_bytes_after)} ({self.kv_reduction:.1%} less)" + entered
         )
 
     def summary(self) -> str:

@@ -100,7 +100,35 @@ class LayerStats:
             are read by selectors.
         vision_attention: `[B]` share of the observation queries' attention that lands on vision
             tokens, averaged over heads (PLPHP's `γ_l`); NaN when the collector does not measure it.
+        features: `[B, L, D]` the projected vision features at their prompt positions (input stage
+            only, for selectors and mergers that compare tokens); None elsewhere.
     """
 
     scores: torch.Tensor
     vision_attention: torch.Tensor
+    features: torch.Tensor | None = None
+
+
+#: One vision token's place on its image: `(tile, row, col)` of the patch grid, or None for a token
+#: that is no patch (a row newline, a CLS token).
+Cell = tuple[int, int, int] | None
+
+
+@dataclass(frozen=True)
+class VisionStats:
+    """What the input stage knows about the vision tokens before the decoder's first layer.
+
+    Attributes:
+        features: `[B, L, D]` the projected vision features (the decoder's input embeddings) at
+            their prompt positions; text rows hold the text embeddings.
+        tower_attention: `[B, L]` the vision tower's attention statistic at the collector's tower
+            layer, mapped to vision-token positions: attention from the [CLS] token where the tower
+            has one (CLIP), else the mean attention each patch receives (SigLIP, the Qwen towers);
+            NaN at text positions and at vision tokens that are no patch. None when not captured.
+        cells: per sample, per image (prompt order), per vision token its `Cell`; from the
+            adapter's layout of each image (a strip where the geometry is unknown).
+    """
+
+    features: torch.Tensor
+    tower_attention: torch.Tensor | None
+    cells: tuple[tuple[tuple[Cell, ...], ...], ...]

@@ -13,6 +13,8 @@ prompt and a left-padded batch of three with different image counts, and checks:
 
 - pruning ("prune") equals the masked reference ("mask") within the tolerance;
 - a decode-stage policy leaves the first token's logits exact (prefill is not pruned);
+- an input-stage policy equals the model run on `inputs_embeds` of the kept (merged) features alone,
+  with the original position ids passed explicitly or, with `positions: compact`, consecutive ones;
 - every pruned layer keeps its budget, kept positions are vision tokens, text stays whole;
 - the cache holds exactly the text plus the kept vision tokens, and its bytes match the report.
 
@@ -31,17 +33,19 @@ from typing import Any
 import pytest
 import torch
 
-from plphp.contract import check_deterministic, check_keep_indices, check_shared_keep, check_stats
+from plphp.contract import check_deterministic, check_keep_indices, check_merge, check_shared_keep, check_stats
 from plphp.errors import PlphpError
 from plphp.ops import budget_per_sample
 from plphp.policy import Policy, load_policy
-from plphp.stats import PromptInfo
+from plphp.stats import PromptInfo, VisionStats
 
 #: Maximum logit difference between "prune" and "mask" (float32, eager attention). Removing entries
 #: changes the order eager attention sums in, and the tiny models' large weights amplify it: snapkv
 #: (decode stage) on LLaVA-NeXT measured 1.24e-5 after 4 tokens on the dependency set of 2026-12
 #: (transformers 5.23 and 5.24 alike). A real error shows as ~1e-1.
 TOLERANCE = 2e-5
+#: Maximum logit difference between the input stage and the model run on the kept features alone.
+INPUT_TOLERANCE = 1e-5
 NEW_TOKENS = 4
 
 
@@ -143,6 +147,9 @@ def check_components(policy: Policy, prompt: PromptInfo | None = None, seed: int
     """Run the policy's collector, allocator and selector on random tensors and check their outputs."""
     prompt = prompt or random_prompt(layer_range=(policy.start_layer, policy.end_layer or 4))
     generator = torch.Generator().manual_seed(seed)
+    if policy.stage == "input":
+        _check_input_components(policy, prompt, generator)
+        return
     shape = (prompt.batch_size, prompt.num_heads, prompt.length, prompt.head_dim)
     stats = []
     for layer in range(prompt.num_layers):
@@ -175,6 +182,43 @@ def check_components(policy: Policy, prompt: PromptInfo | None = None, seed: int
             check_deterministic(keep, again, who)
         except PlphpError as exc:
             raise PolicyCheckError(str(exc)) from None
+
+
+def random_vision(prompt: PromptInfo, dim: int = 8, generator: torch.Generator | None = None) -> VisionStats:
+    """Random `VisionStats` for `prompt`: features, a tower statistic at vision positions, each image a
+    square-ish grid of cells (its last row short)."""
+    batch, length = prompt.batch_size, prompt.length
+    features = torch.randn(batch, length, dim, generator=generator)
+    tower = torch.rand(batch, length, generator=generator).masked_fill(~prompt.vision_mask, float("nan"))
+    cells = []
+    for b in range(batch):
+        sample = []
+        for segment in prompt.segments(b):
+            side = max(1, round(len(segment) ** 0.5))
+            sample.append(tuple((0, i // side, i % side) for i in range(len(segment))))
+        cells.append(tuple(sample))
+    return VisionStats(features=features, tower_attention=tower, cells=tuple(cells))
+
+
+def _check_input_components(policy: Policy, prompt: PromptInfo, generator: torch.Generator) -> None:
+    """The input stage's components on random vision statistics: stats, budget, shared keep-set, merge."""
+    vision = random_vision(prompt, generator=generator)
+    try:
+        stats = policy.collector.collect_vision(vision, prompt)
+        check_stats(stats, prompt, f"collector {policy.collector.name!r}", full=True)
+        retention = policy.retention([stats] * prompt.num_layers, prompt)[0]
+        budget = budget_per_sample(retention, prompt)
+        who = f"selector {policy.selector.name!r} (input stage)"
+        keep = policy.selector.select(stats, retention, prompt, 0)
+        check_keep_indices(keep, prompt, budget, who)
+        check_shared_keep(keep, who, "the input stage feeds one set of tokens to every head")
+        check_deterministic(keep, policy.selector.select(stats, retention, prompt, 0), who)
+        if policy.merger is not None:
+            merged = policy.merger.budget(budget, vision, prompt)
+            assignment = policy.merger.merge(keep[:, 0], stats, vision, prompt)
+            check_merge(assignment, merged, prompt, f"merger {policy.merger.name!r}")
+    except PlphpError as exc:
+        raise PolicyCheckError(str(exc)) from None
 
 
 # -- model checks ------------------------------------------------------------------------------------
@@ -240,6 +284,29 @@ def _check_report(report: Any, inputs: Mapping[str, torch.Tensor], policy: Polic
         )
         if layer.kv_bytes_after != expected:
             raise PolicyCheckError(f"{at}: kv_bytes_after is {layer.kv_bytes_after}, the tensors need {expected}")
+
+
+def _check_input_reference(
+    model: Any,
+    inputs: Mapping[str, torch.Tensor],
+    policy: Policy,
+    report: Any,
+    pruned: Any,
+    where: str,
+    tolerance: float,
+) -> None:
+    """The input-stage contract: generation equals the model on `inputs_embeds` of the kept tokens alone."""
+    from plphp.backends.input_reference import input_reference
+
+    reference = input_reference(model, inputs, report, policy.positions, NEW_TOKENS)
+    diff = max(float((a - b).abs().max()) for a, b in zip(pruned.logits, reference.logits, strict=True))
+    if diff > tolerance:
+        raise PolicyCheckError(
+            f"{where}: the input stage differs from the model run on the kept features alone by {diff:.2e} "
+            f"(positions {policy.positions!r}, tolerance {tolerance:.0e})"
+        )
+    if not torch.equal(pruned.sequences[:, -NEW_TOKENS:], reference.sequences[:, -NEW_TOKENS:]):
+        raise PolicyCheckError(f"{where}: the input stage generated other tokens than the kept-features reference")
 
 
 def check_policy(
@@ -309,6 +376,8 @@ def check_policy(
                             "a decode-stage policy must leave prefill exact"
                         )
                 _check_report(report, inputs, resolved, model, where)
+                if resolved.stage == "input":
+                    _check_input_reference(model, inputs, resolved, report, pruned, where, INPUT_TOLERANCE)
                 results.append(CaseResult(architecture, batch, diff, report.vision_kv_reduction))
         finally:
             model.set_attn_implementation({"text_config": before})
@@ -320,7 +389,7 @@ def _refusal(model: Any, policy: Policy) -> str:
 
     A `start_layer` past the model's depth is no refusal of the architecture's: it fails the check.
     """
-    from plphp.backends.session import check_layer_range
+    from plphp.backends.layer_range import check_layer_range
     from plphp.errors import ConfigError
     from plphp.registry import get_registry
 

@@ -34,7 +34,7 @@ def test_the_allowed_values_of_known_fields_read_as_intended():
     assert allowed("allocator", "withdraw", "after") == "> 0 and ≤ 1"
     assert allowed("selector", "random", "seed") == "≥ 0"
     assert allowed_values(PolicyConfig.model_fields["end_layer"]) == "≥ 1 or none"
-    assert allowed_values(PolicyConfig.model_fields["stage"]) == "'decode' | 'prefill'"
+    assert allowed_values(PolicyConfig.model_fields["stage"]) == "'decode' | 'prefill' | 'input'"
 
 
 class Shapes(BaseModel):
@@ -166,4 +166,6 @@ def test_the_command_prints_json_and_filters():
     assert result.returncode == 1 and "nothing registered matches 'no-such-thing'" in result.stdout
     result = _cli("--kind", "selectors")
     message = " ".join(result.stdout.split())
-    assert result.returncode == 2 and "allowed are collector, allocator, selector, preset, architecture" in message
+    assert (
+        result.returncode == 2 and "allowed are collector, allocator, selector, merger, preset, architecture" in message
+    )

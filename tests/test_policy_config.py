@@ -70,7 +70,7 @@ BAD = [
     ),
     ({"preset": "plphp", "selector": {"gqa_reduce": "sum"}}, "policy.selector.gqa_reduce", "'sum'", "'mean' or 'max'"),
     ({"preset": "plphp", "stage": "prefill"}, "policy.stage", "'head_topk'", "chooses per head"),
-    ({"preset": "plphp", "stage": "midway"}, "policy.stage", "'midway'", "'decode' or 'prefill'"),
+    ({"preset": "plphp", "stage": "midway"}, "policy.stage", "'midway'", "'decode', 'prefill' or 'input'"),
     ({"preset": "plphp", "start_layer": -1}, "policy.start_layer", "-1", "greater than or equal to 0"),
     ({"preset": "plphp", "start_layer": 4, "end_layer": 2}, "policy", "end_layer (2)", "start_layer (4)"),
     ({"collector": {"window": 2}}, "policy", "collector needs a 'name'", "None"),

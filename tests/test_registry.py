@@ -108,7 +108,7 @@ def test_a_misspelt_hook_is_a_one_line_error_naming_the_plugin_and_the_hook():
 
 
 def test_a_duplicate_preset_and_a_duplicate_adapter_are_refused():
-    from plphp.backends.adapters import LlavaAdapter
+    from plphp.backends.architectures.llava import LlavaAdapter
     from plphp.policy import Preset
 
     class TwinPreset:

@@ -16,13 +16,18 @@ from plphp.testing import PolicyCheckError, _check_report, check_policy, tiny_vl
 
 
 def _stages(name: str) -> list[str]:
-    """The stages a preset runs at: its own, and decode too when its selector keeps one set for all heads."""
+    """The stages a preset runs at: its own, and decode too when its selector keeps one set for all heads
+    (input-stage presets read vision-side statistics, which only the input stage has)."""
     policy = load_policy(name)
+    if policy.stage == "input":
+        return ["input"]
     return ["prefill", "decode"] if not policy.selector.per_head else [policy.stage]
 
 
 #: Architectures that refuse some prefill-stage policies, and a phrase of their reason.
-PREFILL_REFUSALS = {"qwen3_vl": "DeepStack", "gemma3": "(sliding-window|bidirectionally)", "qwen3_5": "linear"}
+PREFILL_REFUSALS = {"qwen3_vl": "DeepStack", "gemma3": "(sliding-window|bidirectionally)", "qwen3_5": "(linear|hybrid)"}
+#: Architectures whose adapter reads no vision-tower statistics: [CLS]-attention presets fail there.
+NO_TOWER = ("mistral3", "internvl", "idefics3", "smolvlm")
 
 MATRIX = [(name, stage) for name in sorted(get_registry().presets()) for stage in _stages(name)]
 
@@ -31,10 +36,14 @@ MATRIX = [(name, stage) for name in sorted(get_registry().presets()) for stage i
 @pytest.mark.parametrize(("preset", "stage"), MATRIX, ids=[f"{p}@{s}" for p, s in MATRIX])
 def test_every_preset_passes_the_kit(preset, stage, architecture):
     policy = with_stage(preset, stage) if stage != load_policy(preset).stage else preset
+    if stage == "input" and architecture in NO_TOWER and load_policy(preset).collector.name == "cls_attention":
+        with pytest.raises(PolicyCheckError, match="no vision tower plphp knows"):
+            check_policy(policy, architectures=[architecture])
+        return
     results = check_policy(policy, architectures=[architecture])
     assert [r.batch for r in results] == ["batch1", "batch3"]
     if results[0].skipped:  # refused with a one-line ConfigError: the layers the prefill stage may not drop from
-        assert stage == "prefill" and architecture in PREFILL_REFUSALS, results[0].skipped
+        assert stage in ("prefill", "input") and architecture in PREFILL_REFUSALS, results[0].skipped
         assert re.search(PREFILL_REFUSALS[architecture], results[0].skipped) and "\n" not in results[0].skipped
         return
     if preset != "full":

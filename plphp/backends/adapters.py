@@ -2,22 +2,21 @@
 
 An adapter says, for one family of models, where the language model's configuration is, which
 token ids are vision tokens, how vision tokens group into images, and which layers may be pruned.
-Adapters are plugins: this module registers the built-in ones through the `plphp_adapters` hook.
+This module holds the base class; the built-in adapters live in `plphp.backends.architectures`, one
+module per family, registered through the `plphp_adapters` hook like any plugin's.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 
-from plphp.backends.frames import fixed_frames, split_segments, video_runs
-from plphp.backends.layout import TokenLayout, anyres_layout, unpadded_grid
+from plphp.backends.frames import split_segments
+from plphp.backends.layout import TokenLayout
 from plphp.backends.prefill import gather_slots
 from plphp.errors import UnsupportedModelError
-from plphp.hookspecs import hookimpl
 
 _LAYER_TYPE_REASONS = {
     "sliding_attention": "uses sliding-window attention (its cache holds only the last window of keys)",
@@ -40,6 +39,8 @@ class ModelAdapter:
     vision_token_attributes: ClassVar[tuple[str, ...]] = ("image_token_id", "video_token_id")
     #: Those of `vision_token_attributes` that stand for video features.
     video_token_attributes: ClassVar[tuple[str, ...]] = ("video_token_id",)
+    #: Sub-config of the vision tower, whose attention the input stage reads (`tower_statistics`).
+    vision_config_key: ClassVar[str] = "vision_config"
 
     def __init__(self, model: Any):
         self.model = model
@@ -73,7 +74,7 @@ class ModelAdapter:
         return getattr(self.text_config, "head_dim", None) or self.text_config.hidden_size // self.num_heads
 
     def unprunable_layers(self, stage: str) -> dict[int, str]:
-        """The decoder layers that `stage` ("decode" or "prefill") must leave whole, each with why.
+        """The decoder layers that `stage` ("decode", "prefill" or "input") must leave whole, each with why.
 
         The decode stage prunes a layer's cache; the prefill stage drops tokens from the hidden
         states of every layer from `start_layer` on, so it cannot start before a layer listed here.
@@ -135,6 +136,50 @@ class ModelAdapter:
             ids = position_ids if position_ids.dim() > 1 else position_ids[None]
             out["position_ids"] = gather_slots(ids, slots, -1)
         return out
+
+    # -- the input stage ---------------------------------------------------------------------------
+    def language_model(self) -> torch.nn.Module:
+        """The decoder stack the input stage feeds: its forward takes `inputs_embeds`,
+        `attention_mask` and `position_ids` (the projected vision features are already in place)."""
+        return self.model.get_decoder()
+
+    def tower_attention_modules(self) -> list[torch.nn.Module]:
+        """The vision tower's attention modules in layer order (empty: the model has no tower)."""
+        return []
+
+    def tower_has_cls(self) -> bool:
+        """Whether the tower prepends a [CLS] token (CLIP), whose attention then scores the patches."""
+        return False
+
+    def vision_tower(self) -> torch.nn.Module | None:
+        """The vision tower module (`generate()` runs it before the first forward, so the input stage
+        reads what it needs from the tower's own call: `tower_inputs`)."""
+        return None
+
+    def tower_inputs(self, args: tuple, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """The model inputs a tower call reveals, under the model's input names (Qwen: `image_grid_thw`)."""
+        return {}
+
+    def vision_projector(self) -> torch.nn.Module | None:
+        """The module whose output holds each tower patch's projected feature, `[n, T', D]` (kept by the
+        input stage as `projected_patches` where `tower_statistics` matches tokens to patches)."""
+        return None
+
+    def tower_statistics(self, calls: list[torch.Tensor], inputs: Mapping[str, Any]) -> list[torch.Tensor]:
+        """Map one tower layer's per-call statistics (`plphp.backends.tower.TowerCapture`) to vision tokens.
+
+        Args:
+            calls: the statistic of each attention call of the layer, `[b, n]`, in call order.
+            inputs: the model's keyword inputs of the prefill (`pixel_values`, `image_sizes`, ...).
+
+        Returns:
+            Per image of the batch (sample 0's first, prompt order) `[N_i]`: one value per vision
+            token, NaN at tokens that are no patch (row newlines).
+        """
+        raise UnsupportedModelError(
+            f"{type(self.model).__name__}: the adapter {self.name!r} does not map vision-tower statistics to vision "
+            "tokens; use an input-stage collector that reads the features (diversity, features)"
+        )
 
     # -- vision tokens ---------------------------------------------------------------------------
     def vision_token_ids(self) -> list[int]:
@@ -250,145 +295,3 @@ class ModelAdapter:
                 image += 1
             out.append(sample)
         return out
-
-
-class LlavaAdapter(ModelAdapter):
-    """LLaVA-1.5 style: a fixed number of tokens per image (so adjacent images are told apart)."""
-
-    name = "llava"
-    architectures = ("LlavaForConditionalGeneration", "LlavaModel")
-
-    def tokens_per_image(self) -> int | None:
-        """Patches, plus the tower's CLS token under `full`, less one token under `default`.
-
-        A CLIP tower prepends a CLS token and a SigLIP tower has none; the `default` strategy
-        drops the first feature (CLIP's CLS), `full` keeps them all. This is LlavaProcessor's count.
-        """
-        vision = self.config.vision_config
-        count = (vision.image_size // vision.patch_size) ** 2
-        count += 1 if vision.model_type == "clip_vision_model" else 0
-        if getattr(self.config, "vision_feature_select_strategy", "default") == "default":
-            count -= 1
-        return count
-
-    def image_layout(self, inputs: Mapping[str, Any], image: int, num_tokens: int) -> TokenLayout:
-        """A square of patches over the picture as the processor crops it; a CLIP tower's CLS token
-        (kept under `full`) is no patch, and SigLIP under `default` loses its first patch."""
-        vision = self.config.vision_config
-        side = vision.image_size // vision.patch_size
-        clip = vision.model_type == "clip_vision_model"
-        default = getattr(self.config, "vision_feature_select_strategy", "default") == "default"
-        layout = TokenLayout.grid(side, side, skip_first=default and not clip)
-        if clip and not default:  # the CLS token comes first
-            layout = TokenLayout(layout.tiles, (None, *layout.cells))
-        return layout if layout.num_tokens == num_tokens else TokenLayout.strip(num_tokens)
-
-
-class LlavaNextAdapter(ModelAdapter):
-    """LLaVA-NeXT and LLaVA-OneVision: any-resolution tiles, so tokens per image vary."""
-
-    name = "llava_next"
-    architectures = (
-        "LlavaNextForConditionalGeneration",
-        "LlavaNextModel",
-        "LlavaOnevisionForConditionalGeneration",
-        "LlavaOnevisionModel",
-    )
-
-    def image_layout(self, inputs: Mapping[str, Any], image: int, num_tokens: int) -> TokenLayout:
-        """The base image's square, then the any-resolution tiles' unpadded grid with a newline token
-        after each row (`plphp.backends.layout.anyres_layout`), as the model's `pack_image_features`
-        lays them out. OneVision tiles only an image that is alone in its sample (`batch_num_images`)
-        and downscales a grid beyond `anyres_max_N`."""
-        from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape
-
-        vision = self.config.vision_config
-        side = vision.image_size // vision.patch_size
-        size = [int(v) for v in inputs["image_sizes"][image]]
-        aspect = getattr(self.config, "vision_aspect_ratio", None)  # OneVision only
-        tiled = True
-        counts = inputs.get("batch_num_images")
-        if aspect is not None and counts is not None:
-            per_image = [int(n) for n in counts for _ in range(int(n))]
-            tiled = per_image[image] == 1
-        if not tiled:
-            return anyres_layout(side, None, None)
-        down, across = get_anyres_image_grid_shape(size, self.config.image_grid_pinpoints, vision.image_size)
-        max_tiles = int(aspect.removeprefix("anyres_max_")) if aspect and aspect.startswith("anyres_max_") else None
-        rows, cols = unpadded_grid(size, (down * side, across * side), max_tiles, side)
-        return anyres_layout(side, (down, across), (rows, cols))
-
-    def video_frames(self, inputs: Mapping[str, Any], video_mask: torch.Tensor) -> torch.Tensor:
-        """OneVision pools each frame's patch grid 2×2 (rounding up) and ends a video with one newline
-        token (`get_video_features`), which counts in the last frame."""
-        if getattr(self.config, "video_token_id", None) is None:
-            return super().video_frames(inputs, video_mask)
-        side = math.ceil(self.config.vision_config.image_size // self.config.vision_config.patch_size / 2)
-        return fixed_frames(video_mask, side * side, trailer=1)
-
-
-class Qwen2VLAdapter(ModelAdapter):
-    """Qwen2-VL and Qwen2.5-VL: images framed by vision start / end tokens, M-RoPE positions."""
-
-    name = "qwen2_vl"
-    architectures = (
-        "Qwen2VLForConditionalGeneration",
-        "Qwen2VLModel",
-        "Qwen2_5_VLForConditionalGeneration",
-        "Qwen2_5_VLModel",
-    )
-
-    def image_layout(self, inputs: Mapping[str, Any], image: int, num_tokens: int) -> TokenLayout:
-        """Merged patches in raster order: `image_grid_thw` gives the patches (t, h, w) and each token
-        merges `spatial_merge_size²` of them, so an image is an `h/m × w/m` grid over the resized picture.
-        A prompt with videos (whose tokens interleave with the images') falls back to a strip."""
-        if inputs.get("video_grid_thw") is not None or inputs.get("image_grid_thw") is None:
-            return TokenLayout.strip(num_tokens)
-        merge = int(getattr(self.config.vision_config, "spatial_merge_size", 1) or 1)
-        frames, height, width = (int(v) for v in inputs["image_grid_thw"][image])
-        if frames != 1:
-            return TokenLayout.strip(num_tokens)
-        return TokenLayout.grid(height // merge, width // merge)
-
-    def video_frames(self, inputs: Mapping[str, Any], video_mask: torch.Tensor) -> torch.Tensor:
-        """A video's tokens are its `video_grid_thw` (t, h, w) patches merged `spatial_merge_size²` to
-        one, frame after frame; a frame here is one temporal patch (`temporal_patch_size` input frames).
-
-        `generate()` encodes the videos before the prefill call and passes no `video_grid_thw` to it,
-        but M-RoPE `position_ids` (`[3 or 4, B, L]`, the temporal row third from the end): each
-        frame's tokens share a temporal position, which grows from one frame to the next (Qwen2.5-VL
-        spaces frames by `tokens_per_second · second_per_grid_ts` positions, rounded down; frames
-        less than one position apart would read as one).
-        """
-        runs = video_runs(video_mask)
-        grid, positions = inputs.get("video_grid_thw"), inputs.get("position_ids")
-        frames = torch.zeros(video_mask.shape, dtype=torch.long, device=video_mask.device)
-        if grid is None and isinstance(positions, torch.Tensor) and positions.dim() == 3 and positions.shape[0] >= 3:
-            temporal = positions[-3].to(video_mask.device).expand(video_mask.shape[0], -1)
-            for row, run in runs:
-                steps = temporal[row, run]
-                frames[row, run[1:]] = (steps[1:] != steps[:-1]).long().cumsum(0)
-            return frames
-        if grid is None or len(grid) != len(runs):
-            raise UnsupportedModelError(
-                f"video_grid_thw: segments 'frame' needs one (t, h, w) row per video (or M-RoPE position_ids); the "
-                f"prompt holds {len(runs)} videos and video_grid_thw {None if grid is None else len(grid)} rows"
-            )
-        merge = int(getattr(self.config.vision_config, "spatial_merge_size", 1) or 1)
-        for (row, run), (count, height, width) in zip(runs, grid.tolist(), strict=True):
-            per_frame = height * width // merge**2
-            if count * per_frame != len(run):
-                raise UnsupportedModelError(
-                    f"video_grid_thw: a row ({count}, {height}, {width}) gives {count * per_frame} tokens, "
-                    f"but its video holds {len(run)}"
-                )
-            frames[row, run] = torch.arange(len(run), device=run.device) // per_frame
-        return frames
-
-
-BUILTIN_ADAPTERS = [LlavaAdapter, LlavaNextAdapter, Qwen2VLAdapter]
-
-
-@hookimpl
-def plphp_adapters():
-    return BUILTIN_ADAPTERS

@@ -1,32 +1,14 @@
 """`plphp.apply(model, policy)`: prune an unmodified model inside an unmodified `generate()`.
 
-How it works (see docs/architecture.md):
-
-1. On entry, an attention function is registered under a name of the session's own and the
-   language model's sub-config is switched to it; it wraps the model's implementation (sdpa,
-   eager, flash), so outputs are unchanged where nothing is pruned.
-2. A forward pre-hook on the model sees each call's cache. At prefill (an empty cache) it puts a
-   `PrunableLayer` in place of each decoder layer's cache and reads the vision positions from the
-   prompt through the model's adapter.
-3. During prefill the attention function hands each layer's post-RoPE queries and keys to the
-   policy's collector. A collector that also reads hidden states (`reads_hidden_states`, DART) is
-   called from a forward hook on the decoder layer instead, once the layer's output exists.
-4. A forward hook ends prefill: the decode stage (`plphp.backends.decode_stage`) has the allocator
-   set retention per layer and the selector pick each KV head's vision tokens, and compresses the
-   cache (or, in "mask" mode, only masks it).
-5. During decoding, pruned layers attend through plphp's grouped one-query kernel
-   (`plphp.backends.decode_attention`: each KV head read once, the validity mask applied only where
-   rows differ); other layers whose length differs from what the model's mask describes attend with
-   their own mask through the model's implementation.
-
-With a prefill-stage policy (FastV, PyramidDrop, VTW), step 4 happens inside prefill instead: a
-forward pre-hook on each decoder layer from `start_layer` on asks the selector, ranking by the
-previous layer's statistics, which vision tokens stay; the dropped ones leave the hidden states, and
-the layer gets the kept tokens' own RoPE positions and a mask for the shrunk sequence (see
-`plphp.backends.prefill_stage`, a stage object the session owns, and `plphp.backends.prefill`).
-Later layers' caches hold only the kept tokens.
-
-Tools observe all of this through the session's events (`plphp.backends.events`).
+The session (docs/architecture.md, "Data flow") registers an attention function of its own that
+wraps the model's (sdpa, eager, flash) and hands each prefill layer's post-RoPE query and key to the
+policy's collector; a forward pre-hook puts a `PrunableLayer` in each decoder layer's cache and reads
+the prompt's vision positions through the adapter; a forward hook ends prefill, where the decode
+stage (`backends.decode_stage`) allocates, selects and compresses. The prefill stage
+(`backends.prefill_stage`) drops tokens from the hidden states from `start_layer` on instead, and
+the input stage (`backends.input_stage`) chooses them before the first decoder layer. Decoding steps
+of pruned layers attend through the grouped one-query kernel (`backends.decode_attention`). Tools
+observe all of this through the session's events (`backends.events`).
 """
 
 from __future__ import annotations
@@ -37,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
-from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+from transformers.cache_utils import Cache, DynamicCache
 
 from plphp.backends import attention as attn
 from plphp.backends.adapters import ModelAdapter
@@ -46,8 +28,11 @@ from plphp.backends.compat import cache_argument, passed_cache
 from plphp.backends.decode_attention import grouped_decode_attention
 from plphp.backends.decode_stage import DecodeStage
 from plphp.backends.events import Observers, SessionObserver
+from plphp.backends.input_stage import InputStage
+from plphp.backends.layer_range import check_layer_range
 from plphp.backends.prefill_stage import PrefillStage
-from plphp.backends.reporting import PrefillState, empty_report
+from plphp.backends.prompt import read_prompt
+from plphp.backends.reporting import PrefillState
 from plphp.contract import check_stats
 from plphp.errors import ConfigError, PlphpError
 from plphp.policy import Policy, load_policy
@@ -56,45 +41,6 @@ from plphp.report import PruningReport
 from plphp.stats import PromptInfo
 
 _session_ids = itertools.count()
-
-
-def check_layer_range(policy: Policy, adapter: ModelAdapter) -> None:
-    """Refuse a layer range the model cannot honour, with the adapter's reason (`unprunable_layers`).
-
-    Raises:
-        ConfigError: `start_layer` past the model's depth; a decode-stage range holding no prunable
-            layer; a prefill-stage start before a layer that must see every token.
-    """
-    count = adapter.num_layers
-    if policy.start_layer >= count:
-        raise ConfigError(
-            f"policy.start_layer: {policy.start_layer} is not a layer of this model, which has {count} decoder "
-            f"layers; allowed are 0 to {count - 1}"
-        )
-    if policy.stage == "prefill":
-        whole = adapter.unprunable_layers("prefill")
-        inside = [idx for idx in sorted(whole) if idx >= policy.start_layer]
-        if inside:
-            first_allowed = max(max(whole) + 1, 1)
-            allowed = (
-                f"allowed are {first_allowed} to {count - 1}" if first_allowed < count - 1 else "use stage 'decode'"
-            )
-            if first_allowed == count - 1:
-                allowed = f"the only start allowed is {first_allowed}"
-            raise ConfigError(
-                f"policy.start_layer: {policy.start_layer} cannot hold with stage 'prefill' on "
-                f"{type(adapter.model).__name__}: tokens leave every layer from it on, but layer {inside[0]} "
-                f"{whole[inside[0]]}; {allowed}"
-            )
-        return
-    whole = adapter.unprunable_layers("decode")
-    end = min(policy.end_layer or count, count)
-    if all(idx in whole for idx in range(policy.start_layer, end)):
-        raise ConfigError(
-            f"policy.start_layer: layers {policy.start_layer} to {end - 1} of this model cannot be pruned "
-            f"(layer {policy.start_layer} {whole[policy.start_layer]}), so nothing would be pruned; "
-            "choose another layer range or model"
-        )
 
 
 Materialize = Literal["prune", "mask"]
@@ -163,6 +109,7 @@ class Session:
         self._prefill_stage = (
             PrefillStage(policy, adapter, materialize, record_scores) if policy.stage == "prefill" else None
         )
+        self._input_stage = InputStage(policy, adapter, materialize, record_scores) if policy.stage == "input" else None
 
     @property
     def report(self) -> PruningReport | None:
@@ -196,6 +143,8 @@ class Session:
                 self._final_norm = self.adapter.final_norm()
                 for idx, layer in enumerate(self.adapter.decoder_layers()):
                     self._hooks.append(layer.register_forward_hook(functools.partial(self._after_layer, idx)))
+            if self._input_stage is not None:
+                self._hooks += self._input_stage.install(self.model, self._before_decoder, f"{self._name}_vision")
             if self.policy.stage == "prefill":
                 for idx, layer in enumerate(self.adapter.decoder_layers()):
                     if idx >= self.policy.start_layer:
@@ -215,6 +164,8 @@ class Session:
         self._hooks = []
         if self.adapter.text_config._attn_implementation == self._name:
             self.model.set_attn_implementation({self.adapter.text_config_key: self._original_impl})
+        if self._input_stage is not None:
+            self._input_stage.uninstall(self.model)
         attn.unregister(self._name)
         self._prefill = None
         self._cache = None
@@ -278,17 +229,21 @@ class Session:
             )
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         if self._cache is not None and self._cache.get_seq_length() == 0:
-            if self._prefill_stage is not None and kwargs.get("labels") is not None:
+            if self.policy.stage != "decode" and kwargs.get("labels") is not None:
                 raise PlphpError(
-                    f"labels: a prefill-stage policy ({self.policy.name!r}) drops tokens from the hidden states, so "
+                    f"labels: a {self.policy.stage}-stage policy ({self.policy.name!r}) drops tokens, so "
                     "their logits do not exist; score with a decode-stage policy (its prefill is exact)"
                 )
             self.observers.emit("on_prefill_start", self)
             self._start_prefill(self._cache, input_ids, kwargs.get("attention_mask"), kwargs)
+            if self._input_stage is not None:
+                self._input_stage.start({**kwargs, "input_ids": input_ids})
             self.observers.emit("on_prompt", self, self._prefill.prompt if self._prefill is not None else None)
         elif self._cache is not None:
             rows = input_ids if input_ids is not None else kwargs.get("inputs_embeds")
             self.observers.emit("on_decode_step", self, rows.shape[0] if rows is not None else 0)
+            if self._input_stage is not None:
+                kwargs = self._input_stage.decode_kwargs(kwargs)
         return args, kwargs
 
     def _after_forward(self, module, args, kwargs, output):
@@ -297,7 +252,12 @@ class Session:
             self.observers.emit("on_prefill_end", self)
             self.observers.emit("on_compress_start", self)
             # Pruning is inference: keep-sets and compressed caches carry no autograd history.
-            if self._prefill_stage is not None:
+            if self._input_stage is not None:
+                output = self._input_stage.restore_positions(output, prefill)
+                self._input_stage.finish(prefill)
+                with torch.no_grad():
+                    report = self._input_stage.report(prefill)
+            elif self._prefill_stage is not None:
                 output = self._prefill_stage.restore_positions(output, prefill)  # differentiable
                 with torch.no_grad():
                     report = self._prefill_stage.report(prefill)
@@ -326,6 +286,14 @@ class Session:
         self._collect(*pending, hidden_states=output[0] if isinstance(output, tuple) else output)
         return None
 
+    def _before_decoder(self, module, args, kwargs):
+        """Pre-hook of the language model (input stage only): only the kept tokens enter it."""
+        if self._prefill is None:
+            return None
+        if args:
+            raise PlphpError("the language model was called with positional inputs; the input stage needs keywords")
+        return args, self._input_stage.before_language_model(self._prefill, module, kwargs)
+
     def _collect(
         self,
         layer_idx: int,
@@ -352,44 +320,12 @@ class Session:
     def _start_prefill(
         self, cache: Cache, input_ids: torch.Tensor | None, attention_mask: Any, inputs: dict[str, Any]
     ) -> None:
-        """Set up a prefill; `inputs` are the model call's keyword inputs (the adapter's `prompt_segments` reads
-        `video_grid_thw` and the like there)."""
+        """Set up a prefill; `inputs` are the model call's keyword inputs (`backends.prompt`)."""
         self._prefill = None
-        if input_ids is None:
-            self.reports.append(
-                empty_report(self.policy, 0, 0, [], "no input_ids were given, so no vision tokens were found")
-            )
+        prompt = read_prompt(self.adapter, self.policy, self._prunable, cache, input_ids, attention_mask, inputs)
+        if isinstance(prompt, PruningReport):  # nothing to prune, and the report says why
+            self.reports.append(prompt)
             return
-        batch, length = input_ids.shape
-        key_valid = torch.ones(batch, length, dtype=torch.bool, device=input_ids.device)
-        if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2:
-            key_valid = attention_mask[:, -length:].to(device=input_ids.device, dtype=torch.bool)
-        padded = not bool(key_valid.all())
-        while len(cache.layers) < self.adapter.num_layers:
-            cache.layers.append(DynamicLayer())
-        for idx in range(self.adapter.num_layers):
-            if self._prunable[idx]:
-                cache.layers[idx] = PrunableLayer(prompt_valid=key_valid if padded else None)
-        vision_mask = self.adapter.vision_mask(input_ids) & key_valid
-        if not bool(vision_mask.any()):
-            self.reports.append(
-                empty_report(
-                    self.policy, batch, length, [0] * batch, "the prompt holds no vision tokens; nothing was pruned"
-                )
-            )
-            return
-        prompt = PromptInfo(
-            vision_mask=vision_mask,
-            segment_ids=self.adapter.prompt_segments(
-                {**inputs, "input_ids": input_ids}, vision_mask, self.policy.segments
-            ),
-            key_valid=key_valid,
-            num_layers=self.adapter.num_layers,
-            num_heads=self.adapter.num_heads,
-            num_kv_heads=self.adapter.num_kv_heads,
-            head_dim=self.adapter.head_dim,
-            layer_range=(self.policy.start_layer, self.policy.end_layer or self.adapter.num_layers),
-        )
         self._prefill = PrefillState(prompt=prompt, cache=cache)
         if self._prefill_stage is not None:
             self._prefill_stage.start(self._prefill)
@@ -404,7 +340,7 @@ class Session:
             scaling = query.shape[-1] ** -0.5
         prefill = self._prefill
         if prefill is not None:
-            if query.shape[2] == key.shape[2]:
+            if query.shape[2] == key.shape[2] and self._input_stage is None:
                 if self._final_norm is not None:  # the collector reads the layer's output: see _after_layer
                     self._pending = (layer_idx, query, key, scaling)
                 else:
@@ -445,7 +381,9 @@ class Session:
         mode = self.decode_attention
         if mode == "model" or query.shape[2] != 1 or key.shape[-2] != layer.length:
             return False
-        if mode == "pruned" and not (layer.compressed and self.materialize == "prune"):
+        # The input stage's cache is that of a shorter prompt (every head alike): the model's own attention.
+        pruned = layer.compressed and self.materialize == "prune" and self._input_stage is None
+        if mode == "pruned" and not pruned:
             return False
         if query.shape[1] % key.shape[1] or (dropout and module.training):
             return False

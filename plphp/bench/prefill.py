@@ -30,8 +30,18 @@ PARTS = (
 )
 
 
-def timed_prefill(model: Any, input_ids: torch.Tensor, policy: Any = None, parts: bool = False) -> dict[str, Any]:
-    """One prefill, plain (`policy` None) or under `policy`.
+def _forward(model: Any, inputs: torch.Tensor | Mapping[str, Any]) -> Any:
+    """`model(input_ids, use_cache=True)`, or `model(**inputs, use_cache=True)` for a dict of model inputs."""
+    if isinstance(inputs, Mapping):
+        return model(**inputs, use_cache=True)
+    return model(inputs, use_cache=True)
+
+
+def timed_prefill(
+    model: Any, input_ids: torch.Tensor | Mapping[str, Any], policy: Any = None, parts: bool = False
+) -> dict[str, Any]:
+    """One prefill, plain (`policy` None) or under `policy`; `input_ids` may be a dict of model inputs
+    (with `pixel_values`, for the input stage's tower statistics).
 
     Returns:
         `seconds` / `cpu_seconds`: wall and process-CPU time of everything (for a policy: `plphp.apply`,
@@ -48,7 +58,7 @@ def timed_prefill(model: Any, input_ids: torch.Tensor, policy: Any = None, parts
     with torch.inference_mode():
         c0, t0 = time.process_time(), time.perf_counter()
         if policy is None:
-            out = model(input_ids, use_cache=True)
+            out = _forward(model, input_ids)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             result.update(seconds=wall, cpu_seconds=cpu, forward_s=wall, forward_cpu_s=cpu)
         else:
@@ -57,7 +67,7 @@ def timed_prefill(model: Any, input_ids: torch.Tensor, policy: Any = None, parts
             t1 = time.perf_counter()
             with session:  # registers the attention function, sets it, adds the hooks
                 c2, t2 = time.process_time(), time.perf_counter()
-                out = model(input_ids, use_cache=True)
+                out = _forward(model, input_ids)
                 t3, c3 = time.perf_counter(), time.process_time()
             total, cpu = time.perf_counter() - t0, time.process_time() - c0
             report = session.report

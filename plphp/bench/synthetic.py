@@ -11,7 +11,10 @@ ordinary `plphp_adapters` hook (`plphp.register_plugin`), and removes it on exit
 The adapter sets `text_config_key = ""`, which is how `set_attn_implementation`'s dict form
 addresses the top-level config: a text-only model has no `text_config` sub-config, and its
 `get_text_config(decoder=True)` is the config itself. `qwen2_text_model` builds the Qwen2-0.5B
-shaped text model of the prefill benchmarks, `vision_prompt` their prompts.
+shaped text model of the prefill benchmarks, `vision_prompt` their prompts. For the input stage,
+which reads the vision tower, `llava_qwen2_model` is a real LLaVA whose decoder has the Qwen2-0.5B
+shape and whose CLIP tower has LLaVA-1.5's geometry (336 px, 14 px patches: 576 tokens per image) at
+a tiny width, so the tower costs next to nothing; `image_inputs` builds its prompts.
 """
 
 from __future__ import annotations
@@ -118,3 +121,51 @@ def vision_prompt(tokens: int, vision_fraction: float, vision_token_id: int, ima
         ids[0, position : position + count] = vision_token_id
         position += count + (1 if i < images - 1 else 0)
     return ids
+
+
+#: LLaVA-1.5's image geometry: 336 px crops of 14 px patches, 576 vision tokens per image.
+LLAVA_IMAGE_SIZE, LLAVA_PATCH_SIZE = 336, 14
+
+
+def llava_qwen2_model(layers: int = 24, vocab: int = 4096) -> Any:
+    """`LlavaForConditionalGeneration`: the Qwen2-0.5B decoder of `qwen2_text_model` and a 2-layer,
+    64-wide CLIP tower at LLaVA-1.5's geometry; random weights (seed 0), float32, sdpa."""
+    from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, Qwen2Config
+
+    text = Qwen2Config(vocab_size=vocab, **{**QWEN2_05B, "num_hidden_layers": layers})
+    vision = CLIPVisionConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=LLAVA_IMAGE_SIZE,
+        patch_size=LLAVA_PATCH_SIZE,
+        projection_dim=64,
+    )
+    config = LlavaConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_index=vocab - 1,
+        image_seq_length=(LLAVA_IMAGE_SIZE // LLAVA_PATCH_SIZE) ** 2,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(0)
+    return LlavaForConditionalGeneration(config).to(torch.float32).eval()
+
+
+def image_inputs(model: Any, text_tokens: int = 64, images: int = 1) -> dict[str, torch.Tensor]:
+    """Model inputs of one prompt: a third of `text_tokens` text ids, `images` images of 576 tokens
+    (one text token between), the rest of the text; random pixels (seed 1)."""
+    config = model.config
+    per_image = config.image_seq_length
+    generator = torch.Generator().manual_seed(1)
+    length = text_tokens + images * per_image + images - 1
+    ids = torch.randint(0, config.image_token_index, (1, length), generator=generator)  # never the image id
+    first = text_tokens // 3
+    for image in range(images):
+        start = first + image * (per_image + 1)
+        ids[0, start : start + per_image] = config.image_token_index
+    pixels = torch.randn(images, 3, LLAVA_IMAGE_SIZE, LLAVA_IMAGE_SIZE, generator=generator)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": pixels}

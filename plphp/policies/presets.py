@@ -158,6 +158,72 @@ DART = Preset(
     },
 )
 
+#: The input-stage presets keep 64 of LLaVA-1.5's 576 vision tokens per image (VisionZip's and
+#: FasterVLM's headline budget), except `pool`, whose 2x2 blocks keep a quarter.
+INPUT_RETENTION = 64 / 576
+
+VISIONZIP = Preset(
+    name="visionzip",
+    description="VisionZip: 54 dominant tokens by [CLS] attention + 10 contextual tokens merging the rest, before the decoder",
+    reference="Yang et al. 2024, VisionZip: Longer is Better but Not Necessary in Vision Language Models (arXiv 2412.04467)",
+    config={
+        "stage": "input",
+        "collector": {"name": "cls_attention", "layer": -2},
+        "allocator": {"name": "uniform", "retention": INPUT_RETENTION},
+        "selector": {"name": "shared_topk"},
+        "merger": {"name": "contextual", "share": 10 / 64},
+    },
+)
+
+FASTERVLM = Preset(
+    name="fastervlm",
+    description="FasterVLM: the vision tokens the tower's [CLS] attends to most enter the decoder (64 of 576)",
+    reference="Zhang et al. 2024, [CLS] Attention is All You Need for Training-Free Visual Token Pruning "
+    "(arXiv 2412.01818)",
+    config={
+        "stage": "input",
+        "collector": {"name": "cls_attention", "layer": -2},
+        "allocator": {"name": "uniform", "retention": INPUT_RETENTION},
+        "selector": {"name": "shared_topk"},
+    },
+)
+
+DIVPRUNE = Preset(
+    name="divprune",
+    description="DivPrune: a max-min diverse set of vision tokens (cosine distance of the features) enters the decoder",
+    reference="Alvar et al. 2025, DivPrune: Diversity-based Visual Token Pruning for Large Multimodal Models "
+    "(arXiv 2503.02175)",
+    config={
+        "stage": "input",
+        "collector": {"name": "features"},
+        "allocator": {"name": "uniform", "retention": INPUT_RETENTION},
+        "selector": {"name": "diversity"},
+    },
+)
+
+POOL = Preset(
+    name="pool",
+    description="2x2 average pooling of each image's patch grid before the decoder (a quarter of the tokens)",
+    config={
+        "stage": "input",
+        "collector": {"name": "features"},
+        "allocator": {"name": "uniform", "retention": 1.0},
+        "selector": {"name": "shared_topk"},
+        "merger": {"name": "pool", "stride": 2},
+    },
+)
+
+RANDOM_INPUT = Preset(
+    name="random-input",
+    description="random vision tokens per image (64 of 576) enter the decoder: the input stage's floor",
+    config={
+        "stage": "input",
+        "collector": {"name": "features"},
+        "allocator": {"name": "uniform", "retention": INPUT_RETENTION},
+        "selector": {"name": "random_shared", "seed": 0},
+    },
+)
+
 PRESETS = [
     PLPHP,
     PLPHP_QUESTION,
@@ -173,3 +239,4 @@ PRESETS = [
     KNORM,
     DART,
 ]
+PRESETS += [VISIONZIP, FASTERVLM, DIVPRUNE, POOL, RANDOM_INPUT]

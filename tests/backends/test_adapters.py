@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from transformers import CLIPVisionConfig, LlavaConfig, SiglipVisionConfig
 
-from plphp.backends.adapters import LlavaAdapter, ModelAdapter
+from plphp.backends.adapters import ModelAdapter
+from plphp.backends.architectures.llava import LlavaAdapter
 from plphp.backends.frames import fixed_frames, video_runs
 from plphp.errors import UnsupportedModelError
 

@@ -63,7 +63,7 @@ def test_qwen3_vl_refuses_a_prefill_stage_start_inside_deepstack(policy):
 def test_qwen3_vl_without_the_refusal_deepstack_fails_deep_inside_transformers(monkeypatch):
     """What the refusal saves a user from: DeepStack indexes the prompt's vision positions in a
     sequence that tokens have already left."""
-    from plphp.backends.adapters import Qwen2VLAdapter
+    from plphp.backends.architectures.qwen2_vl import Qwen2VLAdapter
     from plphp.backends.architectures.qwen3_vl import Qwen3VLAdapter
 
     monkeypatch.setattr(Qwen3VLAdapter, "unprunable_layers", Qwen2VLAdapter.unprunable_layers)

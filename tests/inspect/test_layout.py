@@ -7,7 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from plphp.backends.adapters import LlavaAdapter, LlavaNextAdapter, ModelAdapter, Qwen2VLAdapter
+from plphp.backends.adapters import ModelAdapter
+from plphp.backends.architectures.llava import LlavaAdapter, LlavaNextAdapter
+from plphp.backends.architectures.qwen2_vl import Qwen2VLAdapter
 from plphp.backends.inputs import chat_inputs
 from plphp.backends.layout import TokenLayout, anyres_layout, unpadded_grid
 from plphp.models import build_tiny_model

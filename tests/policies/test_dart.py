@@ -182,7 +182,9 @@ def test_dart_runs_on_sdpa_with_no_eager_attention_and_no_softmax(monkeypatch):
             return func(*args, **(kwargs or {}))
 
     text_config = model.config.get_text_config(decoder=True)
-    with torch.inference_mode(), plphp.apply(model, "dart") as session, Softmaxes():
+    # decode_attention="model": the grouped decode kernel of pruned layers computes its own softmax
+    # over the cache (that is attention, not statistics); DART's claim is about choosing tokens.
+    with torch.inference_mode(), plphp.apply(model, "dart", decode_attention="model") as session, Softmaxes():
         wrapped = text_config._attn_implementation
         model.generate(**vlm.inputs["batch3"], do_sample=False, max_new_tokens=3, min_new_tokens=3)
     assert wrapped.startswith("plphp_") and text_config._attn_implementation == "sdpa"

@@ -9,7 +9,16 @@ import importlib
 from plphp.hookspecs import hookimpl
 
 #: Modules of this package that hold adapters, each with an `ADAPTERS` list.
-FAMILY_MODULES: tuple[str, ...] = ("qwen3_vl", "gemma3", "mistral3", "internvl", "idefics3", "llava_next_video")
+FAMILY_MODULES: tuple[str, ...] = (
+    "llava",
+    "qwen2_vl",
+    "qwen3_vl",
+    "gemma3",
+    "mistral3",
+    "internvl",
+    "idefics3",
+    "llava_next_video",
+)
 
 
 @hookimpl

@@ -39,7 +39,7 @@ class Gemma3Adapter(ModelAdapter):
         """The sliding-window layers (the base class's); in prefill, every layer: each attends
         bidirectionally within an image, which the prefill stage's causal mask would not keep."""
         out = super().unprunable_layers(stage)
-        if stage == "prefill":
+        if stage in ("prefill", "input"):
             for idx in range(self.num_layers):
                 out.setdefault(idx, "attends bidirectionally within each image in prefill (token_type_ids)")
         return out

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from plphp.backends.adapters import LlavaNextAdapter
+from plphp.backends.architectures.llava import LlavaNextAdapter
 from plphp.backends.frames import fixed_frames
 
 

@@ -14,7 +14,7 @@ language model (Qwen3.5).
 
 from __future__ import annotations
 
-from plphp.backends.adapters import Qwen2VLAdapter
+from plphp.backends.architectures.qwen2_vl import Qwen2VLAdapter
 
 
 class Qwen3VLAdapter(Qwen2VLAdapter):
@@ -29,10 +29,10 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
         return list(range(min(len(blocks), self.num_layers)))
 
     def unprunable_layers(self, stage: str) -> dict[int, str]:
-        """Besides the base class's: in prefill, the DeepStack layers, whose outputs receive vision
+        """Besides the base class's: in the prefill and input stages, the DeepStack layers, whose outputs receive vision
         features at every vision position of the prompt (tokens that left could not take them)."""
         out = super().unprunable_layers(stage)
-        if stage == "prefill":
+        if stage in ("prefill", "input"):
             for idx in self.deepstack_layers():
                 out.setdefault(idx, "adds DeepStack vision features at every vision position of the prompt")
         return out
@@ -49,7 +49,7 @@ class Qwen3_5Adapter(Qwen2VLAdapter):
         that follow carry a recurrent state over every token, which tokens leaving the sequence
         would change, and they give no statistics to rank the tokens by."""
         out = super().unprunable_layers(stage)
-        if stage == "prefill":
+        if stage in ("prefill", "input"):
             for idx in range(self.num_layers):
                 out.setdefault(idx, "belongs to a hybrid stack whose linear-attention layers carry every token")
         return out
