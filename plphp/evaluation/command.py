@@ -124,3 +124,24 @@ def _load(path: str | None, arch: str, device: str, dtype: str):
     register_processors()  # so that a directory written by plphp.models.save_tiny loads too
     model, processor = load_model(section)
     return model, processor, path
+
+
+def export_tasks_command(
+    out: Annotated[Path, typer.Argument(help="folder to write: test.jsonl, images/, plphp_grid.yaml, utils.py")],
+    num_items: Annotated[int, typer.Option(min=1, help="how many items")] = 40,
+    seed: SeedOption = 0,
+    task: TaskOption = None,
+) -> None:
+    """Write the built-in grid tasks to local files: a JSONL dataset with PNG pictures for `plphp eval
+    --dataset`, and the lmms-eval task `plphp_grid` around it (`--include_path OUT`)."""
+    from plphp.evaluation.dataset import builtin_items
+    from plphp.evaluation.export import TASK_NAME, export_tasks
+
+    try:
+        data = export_tasks(builtin_items(num_items, seed=seed, kinds=task), out)
+    except (PlphpError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"wrote {num_items} items to {data} (pictures in {out / 'images'})")
+    console.print(f"plphp eval:  plphp eval --dataset {data}")
+    console.print(f"lmms-eval:   python -m lmms_eval --model plphp --tasks {TASK_NAME} --include_path {out}")
