@@ -22,7 +22,11 @@ from plphp.models import make_image, save_tiny  # noqa: E402
 
 TOLERANCE = 1e-5
 DOCS = [
-    {"images": [make_image(64, 96, seed=2), make_image(96, 64, seed=3)], "question": "compare the two", "choice": " red"},
+    {
+        "images": [make_image(64, 96, seed=2), make_image(96, 64, seed=3)],
+        "question": "compare the two",
+        "choice": " red",
+    },
     {"images": [make_image(64, 64, seed=4)], "question": "what is it", "choice": " a small blue square"},
     {"images": [], "question": "say something", "choice": " yes"},
 ]
