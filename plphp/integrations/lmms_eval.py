@@ -84,6 +84,36 @@ def _is_picture(visual: Any) -> bool:
     return isinstance(visual, Image.Image) or (isinstance(visual, str) and visual.lower().endswith(IMAGE_SUFFIXES))
 
 
+def visual_prompt(context: str, visuals: Sequence[Any]) -> _Prompt:
+    """A one-turn prompt from a context string and `doc_to_visual`'s output (pictures, video paths
+    or frame lists): the videos first, then the pictures (at `<image>` markers, if any), then the text."""
+    images = [_picture(v) for v in visuals if _is_picture(v)]
+    videos = [v for v in visuals if not _is_picture(v)]
+    turn = conversation(context, len(images), IMAGE_MARKER)[0]
+    turn["content"] = [{"type": "video"} for _ in videos] + turn["content"]
+    return _Prompt([turn], images, videos)
+
+
+def messages_prompt(messages: Any, task: str) -> _Prompt:
+    """A prompt from `doc_to_messages`' chat (lmms-eval's `ChatMessages` format)."""
+    prompt = _Prompt([])
+    for message in ChatMessages(messages=messages).messages:
+        content: list[dict[str, Any]] = []
+        for item in message.content:
+            if item.type == "text":
+                content.append({"type": "text", "text": item.text})
+            elif item.type == "image":
+                content.append({"type": "image"})
+                prompt.images.append(_picture(item.url))
+            elif item.type == "video":
+                content.append({"type": "video"})
+                prompt.videos.append(item.url)
+            else:
+                raise PlphpError(f"task {task!r}: {item.type} inputs are not supported by the plphp model")
+        prompt.turns.append({"role": message.role, "content": content})
+    return prompt
+
+
 def _load(args: ModelArgs, device: torch.device) -> tuple[Any, Any]:
     """The model (eval mode, on `device` unless `device_map` places it) and its processor."""
     dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
@@ -180,35 +210,9 @@ class PlphpLmms(lmms):
     def _doc(self, task: str, split: str, doc_id: Any) -> Any:
         return self.task_dict[task][split][doc_id]
 
-    def _visual_prompt(self, context: str, visuals: Sequence[Any]) -> _Prompt:
-        """A one-turn prompt from a context string and `doc_to_visual`'s output (pictures, video paths
-        or frame lists): the videos first, then the pictures (at `<image>` markers, if any), then the text."""
-        images = [_picture(v) for v in visuals if _is_picture(v)]
-        videos = [v for v in visuals if not _is_picture(v)]
-        turn = conversation(context, len(images), IMAGE_MARKER)[0]
-        turn["content"] = [{"type": "video"} for _ in videos] + turn["content"]
-        return _Prompt([turn], images, videos)
-
-    def _messages_prompt(self, messages: Any, task: str) -> _Prompt:
-        """A prompt from `doc_to_messages`' chat (lmms-eval's `ChatMessages` format)."""
-        prompt = _Prompt([])
-        for message in ChatMessages(messages=messages).messages:
-            content: list[dict[str, Any]] = []
-            for item in message.content:
-                if item.type == "text":
-                    content.append({"type": "text", "text": item.text})
-                elif item.type == "image":
-                    content.append({"type": "image"})
-                    prompt.images.append(_picture(item.url))
-                elif item.type == "video":
-                    content.append({"type": "video"})
-                    prompt.videos.append(item.url)
-                else:
-                    raise PlphpError(f"task {task!r}: {item.type} inputs are not supported by the plphp model")
-            prompt.turns.append({"role": message.role, "content": content})
-        return prompt
-
     def _inputs(self, prompts: Sequence[_Prompt]) -> Any:
+        if any(p.videos for p in prompts) and getattr(self.processor, "video_processor", None) is None:
+            raise PlphpError(f"model_args pretrained={self.settings.args.pretrained!r}: its processor takes no videos")
         return conversation_inputs(
             self.processor,
             [p.turns for p in prompts],
@@ -335,13 +339,13 @@ class PlphpLmms(lmms):
         continuation)` without pictures (the unconditional requests of `acc_mutual_info`)."""
         if len(request.args) == 2:
             context, continuation = request.args
-            return self._visual_prompt(context, []), continuation
+            return visual_prompt(context, []), continuation
         context, continuation, doc_to_visual, doc_id, task, split = request.args[:6]
         doc = self._doc(task, split, doc_id)
         if callable(continuation):
             continuation = continuation(doc)
         visuals = doc_to_visual(doc) if doc_to_visual is not None else []
-        return self._visual_prompt(context, visuals or []), str(continuation)
+        return visual_prompt(context, visuals or []), str(continuation)
 
     # -- the summary --------------------------------------------------------------------------------
 
@@ -403,7 +407,7 @@ class PlphpChat(PlphpLmms):
     def _request_parts(self, request: Instance) -> tuple[_Prompt, Mapping[str, Any]]:
         _, doc_to_messages, gen_kwargs, doc_id, task, split = request.args[:6]
         messages = doc_to_messages(self._doc(task, split, doc_id)) if callable(doc_to_messages) else doc_to_messages
-        return self._messages_prompt(messages, task), gen_kwargs or {}
+        return messages_prompt(messages, task), gen_kwargs or {}
 
 
 class PlphpSimple(PlphpLmms):
@@ -415,4 +419,4 @@ class PlphpSimple(PlphpLmms):
     def _request_parts(self, request: Instance) -> tuple[_Prompt, Mapping[str, Any]]:
         context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args[:6]
         visuals = doc_to_visual(self._doc(task, split, doc_id)) if doc_to_visual is not None else []
-        return self._visual_prompt(context, visuals or []), gen_kwargs or {}
+        return visual_prompt(context, visuals or []), gen_kwargs or {}
