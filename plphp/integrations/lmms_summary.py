@@ -45,9 +45,15 @@ def request_record(
     }
 
 
+def _order(record: Mapping[str, Any]) -> tuple[Any, ...]:
+    doc = record["doc_id"]
+    doc_key = (0, doc, "") if isinstance(doc, int) else (1, 0, str(doc))
+    return (record["task"], record["request_type"], doc_key)
+
+
 def sort_records(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Records in (task, request type, doc id) order, whichever rank produced them (stable for repeats)."""
-    return sorted((dict(r) for r in records), key=lambda r: (r["task"], r["request_type"], str(r["doc_id"])))
+    return sorted((dict(r) for r in records), key=_order)
 
 
 def _figures(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

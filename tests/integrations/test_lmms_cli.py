@@ -1,12 +1,14 @@
-"""The real lmms-eval command line on the shipped grid model, offline: `python -m lmms_eval --model plphp
---tasks plphp_grid --include_path DIR` on 40 items exported by `plphp export-tasks`.
+"""The real lmms-eval command line on the shipped grid model, offline: the first example of
+docs/tutorials/lmms-eval.md, as written (`plphp export-tasks` of 40 items, then `python -m lmms_eval
+--model plphp --tasks plphp_grid --include_path ...` once with `full` and once with `plphp`).
 
-- Once with `full` and once with `plphp` (one process, batches of 4): the scores and every answer
-  equal `plphp eval`'s on the same items, and the plphp summary's KV figures equal its records
-  (which are the sessions' `PruningReport`s, `kv_bytes_per_sample`).
+- The scores and every answer equal `plphp eval`'s on the same items (batches of 4 both), and the
+  plphp summary's KV figures equal its records, which are the sessions' `PruningReport`s
+  (`kv_bytes_per_sample`).
 - Under `accelerate launch --num_processes 2` on CPU (gloo; `ACCELERATE_USE_CPU` makes accelerate's
-  multi-process launcher build a CPU group): lmms-eval deals the items out to two ranks, and the
-  results and the summary equal those of one process.
+  multi-process launcher build a CPU group) lmms-eval deals the items out to two ranks; the answers,
+  scores and summary equal one process's (`plphp eval` in this process, batches of 1 both, so that
+  every item is computed alike whichever rank gets it).
 
 The runs are started once, side by side, and shared by the tests.
 """
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -25,12 +29,25 @@ import pytest
 pytest.importorskip("lmms_eval", reason="lmms-eval is installed by `make test` (see the Makefile)")
 
 from plphp.evaluation import EvalSettings, evaluate, load_jsonl  # noqa: E402
-from plphp.evaluation.dataset import builtin_items  # noqa: E402
-from plphp.evaluation.export import export_tasks  # noqa: E402
 from plphp.models import load_grid_model  # noqa: E402
 
+TUTORIAL = Path(__file__).resolve().parents[2] / "docs" / "tutorials" / "lmms-eval.md"
 ITEMS = 40
 TIMEOUT = 600
+
+
+def _tutorial_commands() -> list[list[str]]:
+    """The `$` lines of the tutorial's first console block; `plphp` and `python` are this interpreter."""
+    block = re.search(r"```console\n(.*?)```", TUTORIAL.read_text(), re.S).group(1)
+    commands = []
+    for line in block.splitlines():
+        program, *args = shlex.split(line.removeprefix("$ "))
+        commands.append([sys.executable, *(["-m", "plphp"] if program == "plphp" else []), *args])
+    return commands
+
+
+def _option(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
 
 
 def _free_port() -> int:
@@ -51,35 +68,25 @@ def _environment(cache: Path) -> dict[str, str]:
     }
 
 
-def _lmms_eval(task: Path, out: Path, policy: str, batch_size: int) -> list[str]:
-    return [
-        *("-m", "lmms_eval", "--model", "plphp", "--model_args", f"policy={policy}"),
-        *("--tasks", "plphp_grid", "--include_path", str(task), "--batch_size", str(batch_size)),
-        *("--output_path", str(out), "--log_samples"),
-    ]
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """lmms-eval with full and plphp in one process each, plphp in two processes: started together."""
+    """The tutorial's export; then its two lmms-eval runs and plphp on two processes, side by side."""
     root = tmp_path_factory.mktemp("lmms")
-    task = root / "task"
-    export_tasks(builtin_items(ITEMS, seed=0), task)
+    export, *lmms = _tutorial_commands()
+    assert _option(export, "--num-items") == str(ITEMS)
     env = _environment(root / "hf-cache")
-    accelerate = [*("-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2")]
-    commands = {
-        "full": _lmms_eval(task, root / "full", "full", 4),
-        "plphp": _lmms_eval(task, root / "plphp", "plphp", 1),
-        "plphp-2": [
-            *accelerate,
-            "--main_process_port",
-            str(_free_port()),
-            *_lmms_eval(task, root / "plphp-2", "plphp", 1),
-        ],
-    }
+    exported = subprocess.run(export, cwd=root, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    commands = {_option(argv, "--model_args").removeprefix("policy="): argv for argv in lmms}
+    assert sorted(commands) == ["full", "plphp"]
+    two = list(commands["plphp"])
+    two[two.index("--batch_size") + 1] = "1"
+    two[two.index("--output_path") + 1] = "logs/plphp-2"
+    accelerate = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    commands["plphp-2"] = [two[0], *accelerate, "--main_process_port", str(_free_port()), *two[1:]]
     started = {
         name: subprocess.Popen(
-            [sys.executable, *argv],
+            argv,
             cwd=root,
             env={**env, "ACCELERATE_USE_CPU": "true"} if name == "plphp-2" else env,
             stdout=subprocess.PIPE,
@@ -90,8 +97,9 @@ def runs(tmp_path_factory):
     }
     outputs = {name: process.communicate(timeout=TIMEOUT)[0] for name, process in started.items()}
     for name, process in started.items():
-        assert process.returncode == 0, f"{name}:\n{outputs[name][-4000:]}"
-    return {name: _read(root / name, outputs[name]) for name in commands} | {"task": task}
+        assert process.returncode == 0 and "Error during evaluation" not in outputs[name], outputs[name][-4000:]
+    out = {name: _read(root / _option(argv, "--output_path"), outputs[name]) for name, argv in commands.items()}
+    return out | {"task": root / _option(commands["full"], "--include_path")}
 
 
 def _read(out: Path, output: str) -> dict:
@@ -99,53 +107,44 @@ def _read(out: Path, output: str) -> dict:
     (results,) = out.glob("*_results.json")
     (samples,) = out.glob("*_samples_plphp_grid.jsonl")
     summaries = list(out.glob("*_plphp.json"))
-    assert len(summaries) == 1, (
-        f"one plphp summary beside the results in {out}: {sorted(out.iterdir())}\n{output[-3000:]}"
-    )
+    assert len(summaries) == 1, f"one plphp summary beside the results: {sorted(out.iterdir())}\n{output[-3000:]}"
     rows = [json.loads(line) for line in samples.read_text().splitlines()]
     return {
         "results": json.loads(results.read_text())["results"]["plphp_grid"],
         "answers": {row["doc_id"]: row["filtered_resps"] for row in rows},
         "summary": json.loads(summaries[0].read_text()),
-        "output": output,
     }
 
 
 @pytest.fixture(scope="module")
 def reference(runs, tmp_path_factory):
-    """`plphp eval` on the same items: full and plphp in batches of 4, plphp alone in batches of 1."""
+    """`plphp eval` on the same items in this process: full and plphp in batches of 4 (as the
+    tutorial's runs), plphp in batches of 1 (as the two-process run)."""
     model, processor = load_grid_model()
     items = load_jsonl(runs["task"] / "test.jsonl")
     out = tmp_path_factory.mktemp("plphp-eval")
-    batched = evaluate(model, processor, items, ["full", "plphp"], out / "b4", EvalSettings(4, 32, recall=False))
-    single = evaluate(model, processor, items, ["plphp"], out / "b1", EvalSettings(1, 32, recall=False))
-    records = {}
-    for folder, policies in (("b4", ("full",)), ("b1", ("plphp",))):
-        for line in (out / folder / "items.jsonl").read_text().splitlines():
+    figures, records = {}, {}
+    for name, policies, batch_size in (("b4", ["full", "plphp"], 4), ("b1", ["plphp"], 1)):
+        results = evaluate(model, processor, items, policies, out / name, EvalSettings(batch_size, 32, recall=False))
+        for line in (out / name / "items.jsonl").read_text().splitlines():
             record = json.loads(line)
-            if record["policy"] in policies:
-                records.setdefault(record["policy"], {})[record["id"]] = record
-    figures = {"full": batched["policies"]["full"], "plphp": single["policies"]["plphp"]}
+            records.setdefault(f"{record['policy']}/{name}", {})[record["id"]] = record
+        figures |= {f"{policy}/{name}": results["policies"][policy] for policy in policies}
     return {"records": records, "figures": figures, "ids": [item.id for item in items]}
 
 
-@pytest.mark.parametrize("policy", ["full", "plphp"])
-def test_lmms_eval_scores_equal_plphp_evals_exact_match(runs, reference, policy):
-    run, records, ids = runs[policy], reference["records"][policy], reference["ids"]
+def _check_answers_and_scores(run, reference, key):
+    records, ids, figures = reference["records"][key], reference["ids"], reference["figures"][key]
     assert len(run["answers"]) == ITEMS
     assert {ids[doc]: answer for doc, answer in run["answers"].items()} == {
         i: r["prediction"] for i, r in records.items()
     }
-    assert run["results"]["exact_match,none"] == pytest.approx(reference["figures"][policy]["exact_match"], abs=1e-12)
-    assert run["results"]["token_accuracy,none"] == pytest.approx(
-        reference["figures"][policy]["token_accuracy"], abs=1e-12
-    )
+    assert run["results"]["exact_match,none"] == pytest.approx(figures["exact_match"], abs=1e-12)
+    assert run["results"]["token_accuracy,none"] == pytest.approx(figures["token_accuracy"], abs=1e-12)
 
 
-@pytest.mark.parametrize("policy", ["full", "plphp"])
-def test_the_plphp_summarys_kv_figures_equal_the_pruning_reports(runs, reference, policy):
-    summary, records, ids = runs[policy]["summary"], reference["records"][policy], reference["ids"]
-    assert summary["policy"] == policy and summary["processes"] == 1
+def _check_kv_figures(summary, reference, key):
+    records, ids, figures = reference["records"][key], reference["ids"], reference["figures"][key]
     requests = {ids[r["doc_id"]]: r for r in summary["requests"]}
     assert sorted(requests) == sorted(records)
     for item_id, record in records.items():
@@ -155,28 +154,34 @@ def test_the_plphp_summarys_kv_figures_equal_the_pruning_reports(runs, reference
             record["kv_bytes_after"],
         )
         assert request["vision_kv_removed"] == pytest.approx(1 - record["vision_kv_kept"], abs=1e-12)
-    task, figures = summary["tasks"]["plphp_grid"], reference["figures"][policy]
-    assert task["requests"] == ITEMS
+    task = summary["tasks"]["plphp_grid"]
+    assert task["requests"] == ITEMS and task["decode_ms_per_token"] > 0
     assert task["kv_bytes_before"] == pytest.approx(figures["kv_bytes_before"])
     assert task["kv_bytes_after"] == pytest.approx(figures["kv_bytes_after"])
     assert task["kv_saved"] == pytest.approx(1 - figures["kv_retained"])
-    assert task["decode_ms_per_token"] > 0
+    return task
+
+
+@pytest.mark.parametrize("policy", ["full", "plphp"])
+def test_lmms_eval_scores_equal_plphp_evals_exact_match(runs, reference, policy):
+    _check_answers_and_scores(runs[policy], reference, f"{policy}/b4")
+
+
+@pytest.mark.parametrize("policy", ["full", "plphp"])
+def test_the_plphp_summarys_kv_figures_equal_the_pruning_reports(runs, reference, policy):
+    summary = runs[policy]["summary"]
+    assert summary["policy"] == policy and summary["processes"] == 1 and summary["batch_size"] == 4
+    task = _check_kv_figures(summary, reference, f"{policy}/b4")
     if policy == "full":
         assert task["kv_saved"] == 0 and task["vision_kv_removed"] == 0
     else:
-        assert task["vision_kv_removed"] > 0.3
+        assert task["kv_saved"] > 0.2 and task["vision_kv_removed"] > 0.3
 
 
-def test_two_processes_under_accelerate_give_the_results_of_one(runs):
-    one, two = runs["plphp"], runs["plphp-2"]
-    assert two["summary"]["processes"] == 2
-    assert two["answers"] == one["answers"]
-    for metric in ("exact_match,none", "token_accuracy,none"):  # means of the same values, summed in another order
-        assert two["results"][metric] == pytest.approx(one["results"][metric], abs=1e-12)
-
-    def figures(summary):
-        return [{k: v for k, v in r.items() if k != "decode_ms_per_token"} for r in summary["requests"]]
-
-    assert figures(two["summary"]) == figures(one["summary"])
-    for key in ("requests", "kv_bytes_before", "kv_bytes_after", "kv_saved", "vision_kv_removed"):
-        assert two["summary"]["tasks"]["plphp_grid"][key] == one["summary"]["tasks"]["plphp_grid"][key]
+def test_two_processes_under_accelerate_give_the_results_of_one(runs, reference):
+    two = runs["plphp-2"]
+    assert two["summary"]["processes"] == 2 and two["summary"]["batch_size"] == 1
+    _check_answers_and_scores(two, reference, "plphp/b1")
+    _check_kv_figures(two["summary"], reference, "plphp/b1")
+    doc_ids = [r["doc_id"] for r in two["summary"]["requests"]]
+    assert doc_ids == sorted(doc_ids) and len(set(doc_ids)) == ITEMS, "each request once, in order"
