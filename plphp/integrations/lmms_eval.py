@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from lmms_eval import utils as lmms_utils
-from lmms_eval.api.instance import Instance
+from lmms_eval.api.instance import GenerationResult, Instance, unwrap_generation_output
 from lmms_eval.api.model import lmms
 from lmms_eval.protocol import ChatMessages
 from PIL import Image
@@ -71,6 +71,18 @@ class _Prompt:
     turns: list[dict[str, Any]]
     images: list[Image.Image] = field(default_factory=list)
     videos: list[Any] = field(default_factory=list)
+
+
+def likelihood_response(loss: float, greedy: bool) -> Any:
+    """`(loss, greedy)` as lmms-eval's evaluator passes it on to the task unchanged.
+
+    lmms-eval 0.7.3 runs every response through `unwrap_generation_output`, which turns a
+    `(float, bool)` tuple into its `str()`, and multiple-choice tasks then fail to unpack it; a
+    `GenerationResult` carrying the tuple reaches the task as the tuple. Where lmms-eval keeps
+    tuples, the tuple is returned as it is.
+    """
+    pair = (float(loss), bool(greedy))
+    return pair if unwrap_generation_output(pair)[0] == pair else GenerationResult(text=pair)
 
 
 def _picture(value: Any) -> Image.Image:
@@ -303,10 +315,16 @@ class PlphpLmms(lmms):
 
     # -- likelihoods --------------------------------------------------------------------------------
 
-    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
-        """`(log-probability of the continuation, whether greedy decoding gives it)` per request: the
-        context is prefilled and compressed under the policy, the continuation scored on that cache."""
-        results: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
+    def loglikelihood(self, requests: list[Instance]) -> list[Any]:
+        """`(loss, whether greedy decoding gives the continuation)` per request (as
+        `likelihood_response` hands it to lmms-eval): the context is prefilled and compressed under
+        the policy, and the continuation scored on that cache.
+
+        The loss is the mean negative log-likelihood of the continuation's tokens: what lmms-eval's
+        own models return, and what its multiple-choice scoring expects (it takes the option of the
+        smallest value).
+        """
+        results: list[Any] = [likelihood_response(0.0, False)] * len(requests)
         indices = [i for i, request in enumerate(requests) if not request.metadata.get(PADDING)]
         for start in range(0, len(indices), self.batch_size):
             batch = indices[start : start + self.batch_size]
@@ -324,7 +342,8 @@ class PlphpLmms(lmms):
             )
             before, after, kept = kv_bytes_per_sample(scores.report, inputs["attention_mask"].bool())
             for b, index in enumerate(batch):
-                results[index] = (scores.logprobs[b], scores.greedy[b])
+                loss = -scores.logprobs[b] / len(continuations[b])
+                results[index] = likelihood_response(loss, scores.greedy[b])
                 request = requests[index]
                 self._records.append(
                     request_record(

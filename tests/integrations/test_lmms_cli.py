@@ -9,6 +9,9 @@ docs/tutorials/lmms-eval.md, as written (`plphp export-tasks` of 40 items, then 
   multi-process launcher build a CPU group) lmms-eval deals the items out to two ranks; the answers,
   scores and summary equal one process's (`plphp eval` in this process, batches of 1 both, so that
   every item is computed alike whichever rank gets it).
+- The multiple-choice task `plphp_grid_choice` (`--force_simple`): every option's loss, as lmms-eval
+  records it, equals the masked reference's (the dropped keys masked to -inf), and so does the
+  accuracy.
 
 The runs are started once, side by side, and shared by the tests.
 """
@@ -28,7 +31,10 @@ import pytest
 
 pytest.importorskip("lmms_eval", reason="lmms-eval is installed by `make test` (see the Makefile)")
 
+from plphp.backends.inputs import chat_inputs  # noqa: E402
 from plphp.evaluation import EvalSettings, evaluate, load_jsonl  # noqa: E402
+from plphp.evaluation.dataset import IMAGE_MARKER  # noqa: E402
+from plphp.integrations.likelihood import continuation_logprobs  # noqa: E402
 from plphp.models import load_grid_model  # noqa: E402
 
 TUTORIAL = Path(__file__).resolve().parents[2] / "docs" / "tutorials" / "lmms-eval.md"
@@ -84,6 +90,10 @@ def runs(tmp_path_factory):
     two[two.index("--output_path") + 1] = "logs/plphp-2"
     accelerate = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     commands["plphp-2"] = [two[0], *accelerate, "--main_process_port", str(_free_port()), *two[1:]]
+    choice = list(commands["plphp"])
+    choice[choice.index("--tasks") + 1] = "plphp_grid_choice"
+    choice[choice.index("--output_path") + 1] = "logs/choice"
+    commands["choice"] = [*choice, "--force_simple"]
     started = {
         name: subprocess.Popen(
             argv,
@@ -98,19 +108,22 @@ def runs(tmp_path_factory):
     outputs = {name: process.communicate(timeout=TIMEOUT)[0] for name, process in started.items()}
     for name, process in started.items():
         assert process.returncode == 0 and "Error during evaluation" not in outputs[name], outputs[name][-4000:]
-    out = {name: _read(root / _option(argv, "--output_path"), outputs[name]) for name, argv in commands.items()}
+    out = {
+        name: _read(root / _option(argv, "--output_path"), outputs[name], _option(argv, "--tasks"))
+        for name, argv in commands.items()
+    }
     return out | {"task": root / _option(commands["full"], "--include_path")}
 
 
-def _read(out: Path, output: str) -> dict:
+def _read(out: Path, output: str, task: str) -> dict:
     """lmms-eval's results and samples, and the plphp summary, of one run."""
     (results,) = out.glob("*_results.json")
-    (samples,) = out.glob("*_samples_plphp_grid.jsonl")
+    (samples,) = out.glob(f"*_samples_{task}.jsonl")
     summaries = list(out.glob("*_plphp.json"))
     assert len(summaries) == 1, f"one plphp summary beside the results: {sorted(out.iterdir())}\n{output[-3000:]}"
     rows = [json.loads(line) for line in samples.read_text().splitlines()]
     return {
-        "results": json.loads(results.read_text())["results"]["plphp_grid"],
+        "results": json.loads(results.read_text())["results"][task],
         "answers": {row["doc_id"]: row["filtered_resps"] for row in rows},
         "summary": json.loads(summaries[0].read_text()),
     }
@@ -185,3 +198,26 @@ def test_two_processes_under_accelerate_give_the_results_of_one(runs, reference)
     _check_kv_figures(two["summary"], reference, "plphp/b1")
     doc_ids = [r["doc_id"] for r in two["summary"]["requests"]]
     assert doc_ids == sorted(doc_ids) and len(set(doc_ids)) == ITEMS, "each request once, in order"
+
+
+def test_a_multiple_choice_task_scores_every_option_as_the_masked_reference(runs):
+    """Each option's loss (the mean negative log-likelihood of its tokens after the question, on the
+    cache the policy pruned) equals the one computed with the dropped keys masked instead."""
+    run = runs["choice"]
+    model, processor = load_grid_model(attn_implementation="eager")
+    tokenizer = processor.tokenizer
+    rows = [json.loads(line) for line in (runs["task"] / "test.jsonl").read_text().splitlines()]
+    items = load_jsonl(runs["task"] / "test.jsonl")
+    right = []
+    for doc_id, (row, item) in enumerate(zip(rows, items, strict=True)):
+        prompt = (row["question"], item.images())
+        inputs = chat_inputs(processor, [prompt] * len(row["choices"]), image_marker=IMAGE_MARKER)
+        tokens = [tokenizer(" " + choice, add_special_tokens=False)["input_ids"] for choice in row["choices"]]
+        masked = continuation_logprobs(model, inputs, tokens, "plphp", materialize="mask")
+        losses = [-sum(values) / len(values) for values in masked.token_logprobs]
+        recorded = [float(loss) for loss, _ in run["answers"][doc_id]]
+        assert max(abs(a - b) for a, b in zip(recorded, losses, strict=True)) <= 1e-5, row["id"]
+        right.append(min(range(len(losses)), key=losses.__getitem__) == row["choices"].index(row["answer"]))
+    assert run["results"]["acc,none"] == pytest.approx(sum(right) / len(right), abs=1e-12)
+    assert run["results"]["acc,none"] > 0.5, "the grid model picks most answers"
+    assert run["summary"]["tasks"]["plphp_grid_choice"]["vision_kv_removed"] > 0.3

@@ -1,7 +1,8 @@
 """The lmms-eval model's `loglikelihood` (multiple-choice tasks): the context is prefilled and compressed,
 the continuation scored on the pruned cache. It equals the masked reference (the dropped keys masked
 to -inf for the continuation's tokens) on two architectures, for a left-padded batch of three
-requests with two, one and no pictures."""
+requests with two, one and no pictures. As lmms-eval's own models, it returns the loss (the mean
+negative log-likelihood of the continuation's tokens)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 
 pytest.importorskip("lmms_eval", reason="lmms-eval is installed by `make test` (see the Makefile)")
 
-from lmms_eval.api.instance import Instance  # noqa: E402
+from lmms_eval.api.instance import Instance, unwrap_generation_output  # noqa: E402
 
 from plphp.backends.inputs import chat_inputs  # noqa: E402
 from plphp.evaluation.dataset import IMAGE_MARKER  # noqa: E402
@@ -60,12 +61,17 @@ def _reference(lmm, policy, materialize):
     return continuation_logprobs(lmm.model, inputs, tokens, policy, materialize=materialize, pad_token_id=0)
 
 
+def _pairs(responses):
+    """`(loss, greedy)` per response, as lmms-eval's evaluator unwraps them."""
+    return [unwrap_generation_output(response)[0] for response in responses]
+
+
 def test_loglikelihood_on_the_pruned_cache_equals_the_masked_reference(lmm):
-    scored = lmm.loglikelihood(_requests())
+    scored = _pairs(lmm.loglikelihood(_requests()))
     masked = _reference(lmm, lmm.settings.policy, "mask")
     assert [greedy for _, greedy in scored] == masked.greedy
-    for (logprob, _), reference in zip(scored, masked.logprobs, strict=True):
-        assert math.isfinite(logprob) and abs(logprob - reference) <= TOLERANCE
+    for (loss, _), reference in zip(scored, masked.token_logprobs, strict=True):
+        assert math.isfinite(loss) and abs(loss + sum(reference) / len(reference)) <= TOLERANCE
     full = _reference(lmm, "full", "prune")
     assert masked.report.vision_kv_reduction > 0.3
     assert max(abs(a - b) for a, b in zip(masked.logprobs[:2], full.logprobs[:2])) > TOLERANCE, (
@@ -80,9 +86,9 @@ def test_loglikelihood_on_the_pruned_cache_equals_the_masked_reference(lmm):
 
 def test_a_continuation_scored_alone_scores_as_in_the_batch(lmm):
     """Left padding of the contexts and right padding of the continuations change nothing."""
-    batch = [logprob for logprob, _ in lmm.loglikelihood(_requests())]
+    batch = [loss for loss, _ in _pairs(lmm.loglikelihood(_requests()))]
     for index, request in enumerate(_requests()):
-        alone = lmm.loglikelihood([request])[0][0]
+        alone = _pairs(lmm.loglikelihood([request]))[0][0]
         assert abs(alone - batch[index]) <= TOLERANCE
 
 

@@ -1,8 +1,9 @@
-"""The plphp_grid task's functions (lmms-eval loads them by file through `!function utils.<name>`).
+"""The functions of the plphp_grid tasks (lmms-eval loads them by file through `!function utils.<name>`).
 
 Each row of test.jsonl is a row of `plphp eval`'s JSONL format: `id`, `kind`, `question`, `answer`
-and `images`, paths relative to this folder. The prompt is the one `plphp eval` builds: the
-pictures, then the question (or the pictures at its `<image>` markers).
+and `images`, paths relative to this folder, plus `choices` for `plphp_grid_choice`. The prompt is
+the one `plphp eval` builds: the pictures, then the question (or the pictures at its `<image>`
+markers).
 """
 
 from __future__ import annotations
@@ -55,3 +56,13 @@ def process_results(doc: dict[str, Any], results: list[str]) -> dict[str, float]
         "exact_match": float(exact_match(prediction, doc["answer"])),
         "token_accuracy": token_accuracy(prediction, doc["answer"]),
     }
+
+
+def doc_to_choice(doc: dict[str, Any]) -> list[str]:
+    """The multiple-choice options (the answer among other answers of its kind)."""
+    return list(doc["choices"])
+
+
+def doc_to_target(doc: dict[str, Any]) -> int:
+    """The index of the answer among the options."""
+    return doc["choices"].index(doc["answer"])
