@@ -4,6 +4,11 @@ PYTHON ?= python3
 # CUDA wheel index: `make test TORCH_INDEX=<index url>`.
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
+# lmms-eval (`plphp[lmms]`) declares torchvision as a dependency, and torchvision's wheels do not load
+# next to the CPU build of torch 2.13; lmms-eval's evaluator, tasks and model registry import without
+# it. So this environment installs lmms-eval with --no-deps, plus what those modules import (the
+# `lmms-nodeps` extra). On a GPU machine `pip install "plphp[lmms]"` installs it whole.
+LMMS_EVAL ?= lmms-eval>=0.7.3,<0.8
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
@@ -19,7 +24,8 @@ GPU_WHEELS_SKIP ?= numpy
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,docs]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,docs,lmms-nodeps]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps "$(LMMS_EVAL)"
 	touch $(STAMP)
 
 demo: $(STAMP)

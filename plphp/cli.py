@@ -1,4 +1,4 @@
-"""The `plphp` command line: `policies`, `run`, `eval`, `demo`, `inspect`, `calibrate`, `bench`."""
+"""The `plphp` command line: `policies`, `run`, `eval`, `export-tasks`, `demo`, `inspect`, `calibrate`, `bench`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from plphp.errors import ConfigError, PlphpError
-from plphp.evaluation.command import eval_command
+from plphp.evaluation.command import eval_command, export_tasks_command
 from plphp.options import ArchOption
 
 app = typer.Typer(
@@ -89,6 +89,7 @@ def run(
 
 
 app.command("eval")(eval_command)
+app.command("export-tasks")(export_tasks_command)
 
 
 @app.command()

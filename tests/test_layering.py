@@ -44,7 +44,10 @@ ABOVE_BACKEND = (
     "plphp.testing",
     "plphp.demo",
     "plphp.inspect",
+    "plphp.integrations",
 )
+#: Faces for other harnesses (the lmms-eval model): they reach plphp, plphp never reaches them.
+INTEGRATIONS = "plphp.integrations"
 
 
 def _module_name(path: Path) -> str:
@@ -120,6 +123,21 @@ def test_the_package_imports_only_the_core_eagerly():
 def test_the_backend_imports_no_models_tasks_or_faces(module):
     bad = {n for n in _real(IMPORTS[module]) if _within(n, ABOVE_BACKEND)}
     assert not bad, f"{module} imports {sorted(bad)}"
+
+
+def test_nothing_outside_the_integrations_imports_them():
+    """lmms-eval loads its model by the entry point's name; plphp itself never imports lmms-eval's face."""
+    for module in MODULES:
+        if not _within(module, [INTEGRATIONS]):
+            bad = {n for n in _real(IMPORTS[module]) if _within(n, [INTEGRATIONS])}
+            assert not bad, f"{module} imports {sorted(bad)}"
+
+
+def test_no_module_imports_torchvision():
+    """torchvision cannot load next to the CPU build of torch here (the Makefile says why lmms-eval is
+    installed without it)."""
+    bad = sorted(m for m, path in MODULES.items() if any(_within(n, ["torchvision"]) for n in _imports(path)))
+    assert not bad, f"{bad} import torchvision"
 
 
 def test_no_import_cycle_between_plphp_modules():

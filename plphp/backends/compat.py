@@ -32,3 +32,21 @@ def output_cache(output: Any) -> Any:
     """The cache a model's output returns (`cache` from 5.24, `past_key_values` before)."""
     cache = getattr(output, "cache", None)
     return cache if cache is not None else getattr(output, "past_key_values", None)
+
+
+def prompt_position_ids(model: Any, inputs: Mapping[str, Any]) -> Any:
+    """The position ids `generate()` gives the prompt `inputs` (`[B, L]`; `[3 or 4, B, L]` with M-RoPE).
+
+    They come from the model's own `_prepare_position_ids_for_generation`, transformers' hook for
+    models whose positions are not 0, 1, 2, ... (left padding, M-RoPE); a forward outside
+    `generate()` that continues from a cache needs them, because such a model derives the
+    continuation's positions from a mask as long as the prompt. None when the model has no such
+    hook (it then infers its positions in `forward`).
+    """
+    prepare = getattr(model, "_prepare_position_ids_for_generation", None)
+    if prepare is None:
+        return None
+    try:
+        return prepare(inputs["input_ids"], dict(inputs))
+    except (AttributeError, TypeError):  # a model that opts out of the hook
+        return None

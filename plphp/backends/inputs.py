@@ -55,8 +55,30 @@ def chat_inputs(
     conversations = [
         conversation(question, len(pictures), image_marker) for (question, _), pictures in zip(samples, images)
     ]
+    return conversation_inputs(processor, conversations, images, device)
+
+
+def conversation_inputs(
+    processor: Any,
+    conversations: list[list[dict[str, Any]]],
+    images: list[list[Image.Image]],
+    device: str | torch.device = "cpu",
+    videos: list[list[Any]] | None = None,
+) -> BatchFeature:
+    """A left-padded batch of chat conversations (several turns, a system turn, videos).
+
+    Args:
+        processor: a processor with a chat template.
+        conversations: per sample, its turns in the chat-template format, with one
+            `{"type": "image"}` (`{"type": "video"}`) item per picture (video).
+        images: per sample, its pictures in the order of its image items.
+        device: where the tensors go.
+        videos: per sample, its videos (frames or whatever the processor takes), in order.
+    """
     texts = processor.apply_chat_template(conversations, add_generation_prompt=True, tokenize=False)
     kwargs: dict[str, Any] = {"text": texts, "padding": True, "padding_side": "left", "return_tensors": "pt"}
     if any(images):
         kwargs["images"] = images
+    if videos and any(videos):
+        kwargs["videos"] = videos
     return processor(**kwargs).to(device)

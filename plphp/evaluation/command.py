@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from plphp.errors import PlphpError
 from plphp.options import ArchOption, DatasetOption, DeviceOption, DtypeOption, ModelOption, SeedOption, TaskOption
+
+if TYPE_CHECKING:
+    from plphp.evaluation.parallel import Shard
 
 console = Console()
 
@@ -38,13 +41,17 @@ def eval_command(
     """Evaluate several policies side by side: accuracy, KV bytes, decode time, attention recall.
 
     Results are appended to OUT/items.jsonl as batches finish; rerunning the same command resumes.
+    Under `torchrun` or `accelerate launch` the processes share the batches and rank 0 writes the results.
     """
     from plphp.evaluation.dataset import builtin_items, load_jsonl
+    from plphp.evaluation.parallel import Shard
     from plphp.evaluation.run import evaluate
     from plphp.evaluation.runner import EvalSettings
     from plphp.policy import load_policy
 
     try:
+        shard = Shard.from_environment()
+        device = _device_of(shard, device)
         _check_device_and_dtype(
             model or arch, device, dtype
         )  # also with a built-in model: no option is ignored unchecked
@@ -69,6 +76,7 @@ def eval_command(
             run_info={"model": model_name, "dataset": dataset_name},
             console=console,
             overwrite=overwrite,
+            shard=shard,
         )
     except PlphpError as exc:
         console.print(f"[red]error:[/red] {exc}")
@@ -78,6 +86,15 @@ def eval_command(
     except ValueError as exc:  # bad task kinds and the like
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+
+
+def _device_of(shard: Shard, device: str) -> str:
+    """`auto` for one of several processes on a GPU machine: the GPU of its local rank."""
+    if device != "auto" or shard.world_size == 1:
+        return device
+    import torch
+
+    return f"cuda:{shard.local_rank}" if torch.cuda.is_available() else "cpu"
 
 
 def _check_device_and_dtype(path: str, device: str, dtype: str) -> None:
@@ -107,3 +124,24 @@ def _load(path: str | None, arch: str, device: str, dtype: str):
     register_processors()  # so that a directory written by plphp.models.save_tiny loads too
     model, processor = load_model(section)
     return model, processor, path
+
+
+def export_tasks_command(
+    out: Annotated[Path, typer.Argument(help="folder to write: test.jsonl, images/, plphp_grid.yaml, utils.py")],
+    num_items: Annotated[int, typer.Option(min=1, help="how many items")] = 40,
+    seed: SeedOption = 0,
+    task: TaskOption = None,
+) -> None:
+    """Write the built-in grid tasks to local files: a JSONL dataset with PNG pictures for `plphp eval
+    --dataset`, and the lmms-eval task `plphp_grid` around it (`--include_path OUT`)."""
+    from plphp.evaluation.dataset import builtin_items
+    from plphp.evaluation.export import TASK_NAME, export_tasks
+
+    try:
+        data = export_tasks(builtin_items(num_items, seed=seed, kinds=task), out)
+    except (PlphpError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"wrote {num_items} items to {data} (pictures in {out / 'images'})")
+    console.print(f"plphp eval:  plphp eval --dataset {data}")
+    console.print(f"lmms-eval:   python -m lmms_eval --model plphp --tasks {TASK_NAME} --include_path {out}")

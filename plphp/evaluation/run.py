@@ -1,4 +1,5 @@
-"""`evaluate`: run, summarize, and write `results.json`, `eval.png`; `default_policies`."""
+"""`evaluate`: run, summarize, and write `results.json`, `eval.png`; `default_policies`. Under `torchrun` or
+`accelerate launch` every process runs its share and rank 0 writes the results (`parallel.py`)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from typing import Any
 
 from plphp.errors import PlphpError
 from plphp.evaluation.dataset import EvalItem
+from plphp.evaluation.parallel import RANK_RECORDS, RECORDS, Shard, merge_records, read_all_records
 from plphp.evaluation.plot import plot_summary
-from plphp.evaluation.runner import RECORDS, EvalSettings, check_settings, run_eval
+from plphp.evaluation.runner import SETTINGS, EvalSettings, check_settings, run_eval
 from plphp.evaluation.stats import LEVEL, RESAMPLES, SEED
 from plphp.evaluation.summary import summarize, summary_table
 from plphp.policy import Policy, load_policy
@@ -39,7 +41,8 @@ def evaluate(
     run_info: Mapping[str, Any] | None = None,
     console: Any = None,
     overwrite: bool = False,
-) -> dict[str, Any]:
+    shard: Shard | None = None,
+) -> dict[str, Any] | None:
     """Evaluate policies on items; write `items.jsonl`, `results.json` and `eval.png` into `out_dir`.
 
     Args:
@@ -52,9 +55,13 @@ def evaluate(
         run_info: what identifies the run (model, dataset); a folder written with other values is refused.
         console: a rich console for the progress bar and the table (None: silent).
         overwrite: discard earlier results in `out_dir`.
+        shard: this process among several; by default read from the environment that `torchrun`
+            and `accelerate launch` set (`Shard.from_environment`). Every process calls `evaluate`
+            with the same arguments; rank 0 merges the records and writes the results.
 
     Returns:
-        The content of `results.json`: `{"settings": ..., "policies": {name: figures}}`.
+        The content of `results.json`: `{"settings": ..., "policies": {name: figures}}` (None on
+        the processes other than rank 0).
     """
     settings = settings or EvalSettings()
     if policies is None:
@@ -63,11 +70,21 @@ def evaluate(
         policies = _named(policies)
     resolved = {name: load_policy(spec) for name, spec in policies.items()}
     out = Path(out_dir)
-    if overwrite:
-        for name in (RECORDS, RESULTS, PLOT, "settings.json"):
-            (out / name).unlink(missing_ok=True)
+    shard = shard or Shard.from_environment()
+    if not shard.is_main:
+        console = None  # one progress bar and one table: rank 0's
+    if overwrite and shard.is_main:
+        for path in (
+            *(out / name for name in (RECORDS, RESULTS, PLOT, SETTINGS)),
+            *out.glob(RANK_RECORDS.format(rank="*")),
+        ):
+            path.unlink(missing_ok=True)
     info = {**(run_info or {}), "max_new_tokens": settings.max_new_tokens}
-    check_settings(out, info)
+    if shard.is_main:
+        check_settings(out, info)
+    shard.barrier()  # rank 0 has cleared and recorded the folder
+    if not shard.is_main:
+        check_settings(out, info, write=False)
     if console is not None:
         done, total = _results_done(out, items, resolved)
         if done:
@@ -83,9 +100,18 @@ def evaluate(
             task = progress.add_task("items", total=len(items))
             done_before = _finished(out, items, resolved)
             progress.update(task, completed=done_before)
-            records = run_eval(model, processor, items, resolved, out, settings, lambda n: progress.advance(task, n))
+            records = run_eval(
+                model, processor, items, resolved, out, settings, lambda n: progress.advance(task, n), shard
+            )
     else:
-        records = run_eval(model, processor, items, resolved, out, settings)
+        records = run_eval(model, processor, items, resolved, out, settings, shard=shard)
+    if shard.world_size > 1:
+        shard.barrier()  # every rank has written its records
+        if not shard.is_main:
+            return None
+        merge_records(out)
+        wanted = {item.id for item in items}
+        records = [r for r in read_all_records(out) if r["id"] in wanted and r["policy"] in resolved]
     summary = summarize(records, list(resolved))
     results = {
         "settings": {
@@ -93,6 +119,7 @@ def evaluate(
             "batch_size": settings.batch_size,
             "recall": settings.recall,
             "items": len(items),
+            "processes": shard.world_size,
             "bootstrap": {"resamples": RESAMPLES, "level": LEVEL, "seed": SEED, "over": "items"},
         },
         "policies": summary,
@@ -125,9 +152,7 @@ def _label(spec: Any) -> str:
 
 
 def _done(out: Path) -> set[tuple[str, str]]:
-    from plphp.evaluation.runner import read_records
-
-    return {(r["policy"], r["id"]) for r in read_records(out / RECORDS)}
+    return {(r["policy"], r["id"]) for r in read_all_records(out)}
 
 
 def _finished(out: Path, items: Sequence[EvalItem], policies: Mapping[str, Policy]) -> int:

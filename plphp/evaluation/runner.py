@@ -4,7 +4,8 @@ Per batch (left-padded), every policy generates in turn (A B C, then the next ba
 so that load on a shared machine hits all policies alike), then one unpruned `generate()` measures
 the attention recall of every policy's keep-sets at once (`recall_for`). Each finished
 (policy, item) result is appended to `items.jsonl` and flushed before the next batch starts, so a
-crashed or interrupted run loses at most the batch in flight; a rerun skips what is there.
+crashed or interrupted run loses at most the batch in flight; a rerun skips what is there. Under
+`torchrun` / `accelerate launch` the processes share the batches (`plphp.evaluation.parallel`).
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ from plphp.backends.recall import recall_for
 from plphp.backends.session import apply
 from plphp.errors import ConfigError
 from plphp.evaluation.dataset import IMAGE_MARKER, DatasetError, EvalItem
+from plphp.evaluation.parallel import RECORDS, Shard, read_all_records, read_records
 from plphp.policy import Policy
 from plphp.registry import get_registry
 from plphp.report import PruningReport
 from plphp.tasks.scoring import exact_match, token_accuracy
 
-RECORDS = "items.jsonl"
 SETTINGS = "settings.json"
+__all__ = ["RECORDS", "SETTINGS", "EvalSettings", "read_records", "run_eval"]
 
 
 @dataclass
@@ -49,19 +51,6 @@ class EvalSettings:
     recall: bool = True
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """The records of `items.jsonl`; a truncated last line (a crash mid-write) is ignored."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
 def _drop_partial_line(path: Path) -> None:
     """Cut a last line left without its newline by a crash, so that appends start on a fresh line."""
     if not path.is_file():
@@ -71,8 +60,11 @@ def _drop_partial_line(path: Path) -> None:
         path.write_bytes(data[: data.rfind(b"\n") + 1])
 
 
-def check_settings(out_dir: Path, settings: Mapping[str, Any]) -> None:
-    """Refuse to resume an output folder written with another model, dataset or generation setting."""
+def check_settings(out_dir: Path, settings: Mapping[str, Any], write: bool = True) -> None:
+    """Refuse to resume an output folder written with another model, dataset or generation setting.
+
+    `write`: record `settings` in the folder (the one process that writes, among several).
+    """
     path = out_dir / SETTINGS
     if path.is_file():
         previous = json.loads(path.read_text())
@@ -83,8 +75,9 @@ def check_settings(out_dir: Path, settings: Mapping[str, Any]) -> None:
                 f"out: {str(out_dir)!r} holds results of another run ({details}); "
                 "use another --out folder or --overwrite"
             )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dict(settings), indent=2))
+    if write:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dict(settings), indent=2))
 
 
 def build_inputs(processor: Any, items: Sequence[EvalItem], device: Any) -> Any:
@@ -97,7 +90,7 @@ def build_inputs(processor: Any, items: Sequence[EvalItem], device: Any) -> Any:
         raise DatasetError(f"cannot build the prompts of {rows}: {exc}") from None
 
 
-class _DecodeClock:
+class DecodeClock:
     """Times the forward passes of one `generate()`: the first is prefill, the rest decoding."""
 
     def __init__(self, model: Any):
@@ -123,7 +116,7 @@ class _DecodeClock:
         return (self.end - self.prefill_end) / steps if steps > 0 else None
 
 
-def _answer_lengths(new_tokens: torch.Tensor, stop_ids: set[int]) -> list[int]:
+def answer_lengths(new_tokens: torch.Tensor, stop_ids: set[int]) -> list[int]:
     """New tokens per sample up to and including the first stop token."""
     lengths = []
     for row in new_tokens.tolist():
@@ -136,7 +129,7 @@ def _answer_lengths(new_tokens: torch.Tensor, stop_ids: set[int]) -> list[int]:
     return lengths
 
 
-def _kv_bytes_per_sample(
+def kv_bytes_per_sample(
     report: PruningReport | None, key_valid: torch.Tensor
 ) -> tuple[list[int], list[int], list[float]]:
     """Per sample: prompt KV bytes before and after pruning (its own entries, no padding), and the
@@ -147,7 +140,7 @@ def _kv_bytes_per_sample(
     return report.kv_bytes_per_sample(key_valid.sum(-1).tolist())
 
 
-def _stop_ids(model: Any, processor: Any) -> set[int]:
+def stop_token_ids(model: Any, processor: Any) -> set[int]:
     ids: set[int] = set()
     for value in (model.generation_config.eos_token_id, model.generation_config.pad_token_id):
         if isinstance(value, int):
@@ -169,6 +162,7 @@ def run_eval(
     out_dir: str | os.PathLike,
     settings: EvalSettings | None = None,
     on_batch: Callable[[int], None] | None = None,
+    shard: Shard | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate `policies` on `items`, appending results to `out_dir/items.jsonl`.
 
@@ -180,22 +174,27 @@ def run_eval(
         out_dir: the output folder; results already there are kept and not recomputed.
         settings: batch size, token budget, recall.
         on_batch: called with the number of items finished after each batch (progress).
+        shard: this process among several (`Shard.from_environment()`): it runs its share of the
+            batches and appends to its own records file. Every process must call `run_eval` alike.
 
     Returns:
-        All records of the folder for these items and policies (old and new), one per (policy, item).
+        All records of the folder for these items and policies (old and new), one per (policy, item);
+        under several processes, those in the folder when this process is done.
     """
     settings = settings or EvalSettings()
+    shard = shard or Shard()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records_path = out_dir / RECORDS
+    records_path = out_dir / shard.records_name
     _drop_partial_line(records_path)
-    done = {(r["policy"], r["id"]) for r in read_records(records_path)}
+    done = {(r["policy"], r["id"]) for r in read_all_records(out_dir)}
+    shard.barrier()  # every process has read the same records before any writes
     pending = [item for item in items if any((name, item.id) not in done for name in policies)]
+    batches = [pending[start : start + settings.batch_size] for start in range(0, len(pending), settings.batch_size)]
     tokenizer = getattr(processor, "tokenizer", processor)
-    stop_ids = _stop_ids(model, processor)
+    stop_ids = stop_token_ids(model, processor)
     adapter = get_registry().adapter_for(model)
-    for start in range(0, len(pending), settings.batch_size):
-        batch = pending[start : start + settings.batch_size]
+    for batch in shard.mine(batches):
         inputs = build_inputs(processor, batch, model.device)
         needed = max(len(tokenizer(item.answer, add_special_tokens=False)["input_ids"]) for item in batch) + 1
         generation = {"max_new_tokens": min(needed, settings.max_new_tokens), "do_sample": False, "num_beams": 1}
@@ -219,7 +218,7 @@ def run_eval(
         if on_batch is not None:
             on_batch(len(batch))
     wanted = {item.id for item in items}
-    return [r for r in read_records(records_path) if r["id"] in wanted and r["policy"] in policies]
+    return [r for r in read_all_records(out_dir) if r["id"] in wanted and r["policy"] in policies]
 
 
 def _run_policy(
@@ -233,15 +232,15 @@ def _run_policy(
     stop_ids: set[int],
 ) -> tuple[list[dict[str, Any]], PruningReport | None]:
     """Generate one batch under one policy: a record per item (recall filled in later) and the report."""
-    clock = _DecodeClock(model)
+    clock = DecodeClock(model)
     try:
         with torch.inference_mode(), apply(model, policy) as session:
             output = model.generate(**inputs, **generation)
     finally:
         clock.close()
     new_tokens = output[:, inputs["input_ids"].shape[1] :]
-    lengths = _answer_lengths(new_tokens, stop_ids)
-    before, after, kept_vision = _kv_bytes_per_sample(session.report, inputs["attention_mask"].bool())
+    lengths = answer_lengths(new_tokens, stop_ids)
+    before, after, kept_vision = kv_bytes_per_sample(session.report, inputs["attention_mask"].bool())
     rows = []
     for b, item in enumerate(batch):
         prediction = tokenizer.decode(new_tokens[b, : lengths[b]], skip_special_tokens=True).strip()
@@ -280,7 +279,7 @@ def _add_recall(
 ) -> None:
     """One unpruned `generate()` measuring every policy's recall; fills the records in place."""
     results, output = recall_for(model, inputs, reports, **generation)
-    lengths = _answer_lengths(output[:, inputs["input_ids"].shape[1] :], stop_ids)
+    lengths = answer_lengths(output[:, inputs["input_ids"].shape[1] :], stop_ids)
     for name, rows in records.items():
         result = results.get(name)
         for b, row in enumerate(rows):
