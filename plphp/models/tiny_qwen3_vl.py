@@ -1,7 +1,8 @@
 """Tiny Qwen3-VL and Qwen3.5 models (`plphp.models.families`): Qwen2.5-VL's images and tokens, plus
 DeepStack (Qwen3-VL) or a hybrid language model of linear- and full-attention layers (Qwen3.5).
 
-Both use `Qwen3VLProcessor` (without its video sub-processor, which needs torchvision) around the
+Both use `Qwen3VLProcessor` (without its video sub-processor, which needs torchvision; videos are
+built by hand, `plphp.models.video`, frame by frame between timestamps) around the
 Qwen tiny tokenizer, so their token ids and prompts are those of the tiny Qwen2.5-VL.
 """
 

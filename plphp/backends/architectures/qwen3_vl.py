@@ -60,8 +60,14 @@ class TimestampedVideoAdapter(Qwen2VLAdapter):
                 )
             return [video for video, _ in sizes]
         input_ids = inputs["input_ids"]
-        opens = input_ids == self.config.vision_start_token_id
-        depth = opens.long().cumsum(-1) - (input_ids == self.config.vision_end_token_id).long().cumsum(-1)
+        start, end = (getattr(self.config, f"vision_{edge}_token_id", None) for edge in ("start", "end"))
+        if start is None or end is None:
+            raise UnsupportedModelError(
+                f"video_grid_thw: {type(self.model).__name__}'s config has no vision start / end token ids to tell "
+                "its videos apart by, so policy.segments 'image' and 'frame' on video need video_grid_thw"
+            )
+        opens = input_ids == start
+        depth = opens.long().cumsum(-1) - (input_ids == end).long().cumsum(-1)
         positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
         outer = torch.where(opens & (depth == 1), positions, torch.zeros_like(positions)).cummax(-1).values
         keys = []
