@@ -88,7 +88,8 @@ def test_every_frame_or_every_video_keeps_its_own_share(video, unit):
 
 
 def test_frames_from_the_grid_equal_frames_from_the_positions(video):
-    """A direct forward passes `video_grid_thw`; `generate()` passes M-RoPE positions instead."""
+    """A direct forward passes `video_grid_thw`; `generate()` does not (Qwen2(.5)-VL's frames come from its
+    M-RoPE positions then, Qwen3-VL's videos from the outer vision start / end around their frames)."""
     arch, model, batch = video
     policy = {"segments": "frame", "allocator": {"name": "uniform", "retention": RETENTION}}
     with plphp.apply(model, policy) as session, torch.inference_mode():
