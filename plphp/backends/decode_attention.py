@@ -52,8 +52,9 @@ def grouped_decode_attention(
 
     Args:
         query: `[B, H, 1, D]` post-RoPE queries, `H` a multiple of `H_kv`.
-        key, value: `[B, H_kv, L, D]` (views of the cache's buffers are fine: rows need only be
-            contiguous in `D`).
+        key: `[B, H_kv, L, D]` (a view of the cache's buffer is fine: rows need only be contiguous
+            in `D`).
+        value: `[B, H_kv, L, D]`, likewise.
         scaling: the softmax scale.
         valid: `[B, 1 or H_kv, L]` bool, False at slots no query may see; None when all are visible.
         valid_span: `[lo, hi)`, the columns where `valid` has a False (`invalid_span(valid)`); the
