@@ -83,6 +83,26 @@ def segment_topk(scores: torch.Tensor, segments: list[torch.Tensor], retention: 
     return list(torch.cat(picked, dim=-1))
 
 
+def segment_sample(segments: list[torch.Tensor], retention: float, generator: torch.Generator) -> torch.Tensor:
+    """Uniformly random tokens of each segment, `kept_count(retention, len(segment))` of each.
+
+    Args:
+        segments: the positions of each image's (segment's) vision tokens, as `PromptInfo.segments(b)`.
+        retention: the share each segment keeps.
+        generator: the seeded generator the draws come from (advanced by one permutation per segment).
+
+    Returns:
+        `[k]` the kept positions, segment by segment (empty when there are no segments).
+    """
+    picked = [
+        segment[
+            torch.randperm(len(segment), generator=generator)[: kept_count(retention, len(segment))].to(segment.device)
+        ]
+        for segment in segments
+    ]
+    return torch.cat(picked) if picked else torch.empty(0, dtype=torch.long)
+
+
 def window_attention(
     query: torch.Tensor, key: torch.Tensor, key_valid: torch.Tensor, window: int, scaling: float
 ) -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch
 
 from plphp.backends import attention as attn
 from plphp.backends.cache import PrunableLayer
-from plphp.backends.prefill import TokenSequence, gather_slots
+from plphp.backends.prefill import TokenSequence, gather_slots, restore_logits
 from plphp.backends.reporting import PrefillState, empty_report, layer_report
 from plphp.backends.tower import TowerCapture
 from plphp.contract import check_keep_indices, check_merge, check_shared_keep, check_stats
@@ -236,18 +236,9 @@ class InputStage:
 
     def restore_positions(self, output: Any, state: PrefillState) -> Any:
         """Give a full forward's per-position logits back their prompt positions (NaN where no token entered)."""
-        logits = getattr(output, "logits", None)
-        if self.state is None or self.materialize != "prune" or not isinstance(logits, torch.Tensor):
+        if self.state is None or self.materialize != "prune":
             return output
-        sequence, length = self.state.sequence, state.prompt.length
-        if logits.dim() != 3 or logits.shape[1] != sequence.length or sequence.length == length:
-            return output
-        batch, _, vocab = logits.shape
-        full = logits.new_full((batch, length + 1, vocab), float("nan"))
-        target = torch.where(sequence.valid, sequence.index, length).to(logits.device)
-        full.scatter_(1, target[..., None].expand(-1, -1, vocab), logits)
-        output.logits = full[:, :length]
-        return output
+        return restore_logits(output, self.state.sequence, state.prompt.length)
 
     def report(self, state: PrefillState) -> PruningReport:
         """Every layer held the same tokens: the ones that entered the decoder."""

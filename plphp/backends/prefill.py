@@ -11,6 +11,7 @@ only marked invalid as keys.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -106,3 +107,24 @@ def gather_slots(tensor: torch.Tensor, slots: torch.Tensor, dim: int) -> torch.T
     target = list(expanded.shape)
     target[dim] = width
     return expanded.gather(dim, index.expand(*target))
+
+
+def restore_logits(output: Any, sequence: TokenSequence, length: int) -> Any:
+    """Put a shrunk sequence's per-position logits back at their prompt positions.
+
+    A full forward over a sequence that tokens left returns logits `[B, S, V]` for the kept slots;
+    they go back to `[B, L, V]`, with NaN where the token left (and at padding): those logits do not
+    exist. Output whose logits are not per slot of `sequence` (`generate()` asks for the last position
+    only, which always stays) is returned as it is.
+    """
+    logits = getattr(output, "logits", None)
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 3:
+        return output
+    if logits.shape[1] != sequence.length or sequence.length == length:
+        return output
+    batch, _, vocab = logits.shape
+    full = logits.new_full((batch, length + 1, vocab), float("nan"))
+    target = torch.where(sequence.valid, sequence.index, length).to(logits.device)
+    full.scatter_(1, target[..., None].expand(-1, -1, vocab), logits)
+    output.logits = full[:, :length]
+    return output

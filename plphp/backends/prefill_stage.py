@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from plphp.backends.cache import PrunableLayer
-from plphp.backends.prefill import TokenSequence, gather_slots
+from plphp.backends.prefill import TokenSequence, gather_slots, restore_logits
 from plphp.backends.reporting import PrefillState, empty_report, layer_report
 from plphp.contract import check_keep_indices, check_shared_keep
 from plphp.errors import PlphpError
@@ -143,19 +143,10 @@ class PrefillStage:
         positions whose token left (and padding) get NaN: their logits do not exist. `generate()`
         asks for the last position only, which always stays, so it sees no change.
         """
-        drop, length = self.drop, state.prompt.length
-        logits = getattr(output, "logits", None)
-        if drop is None or drop.first_layer is None or not isinstance(logits, torch.Tensor):
+        drop = self.drop
+        if drop is None or drop.first_layer is None:
             return output
-        sequence = drop.sequence
-        if logits.dim() != 3 or logits.shape[1] != sequence.length or sequence.length == length:
-            return output
-        batch, _, vocab = logits.shape
-        full = logits.new_full((batch, length + 1, vocab), float("nan"))
-        target = torch.where(sequence.valid, sequence.index, length).to(logits.device)
-        full.scatter_(1, target[..., None].expand(-1, -1, vocab), logits)
-        output.logits = full[:, :length]
-        return output
+        return restore_logits(output, drop.sequence, state.prompt.length)
 
     def report(self, state: PrefillState) -> PruningReport:
         """The report of the prefill: what each layer held when it ended."""

@@ -10,7 +10,7 @@ import torch
 from pydantic import Field
 
 from plphp.components import Params, Selector
-from plphp.ops import kept_count, pad_keep_indices
+from plphp.ops import pad_keep_indices, segment_sample
 
 
 class RandomSelector(Selector):
@@ -28,14 +28,6 @@ class RandomSelector(Selector):
         for b in range(prompt.batch_size):
             heads = []
             for _ in range(prompt.num_kv_heads):
-                picked = [
-                    segment[
-                        torch.randperm(len(segment), generator=generator)[
-                            : kept_count(float(retention[b]), len(segment))
-                        ].to(segment.device)
-                    ]
-                    for segment in prompt.segments(b)
-                ]
-                heads.append(torch.cat(picked) if picked else torch.empty(0, dtype=torch.long))
+                heads.append(segment_sample(prompt.segments(b), float(retention[b]), generator))
             rows.append(heads)
         return pad_keep_indices(rows, prompt.vision_mask.device)

@@ -11,7 +11,7 @@ import torch
 from pydantic import Field
 
 from plphp.components import Params, Selector
-from plphp.ops import kept_count, pad_keep_indices
+from plphp.ops import pad_keep_indices, segment_sample
 
 
 class RandomShared(Selector):
@@ -27,14 +27,6 @@ class RandomShared(Selector):
         generator = torch.Generator().manual_seed(self.params.seed * 100_003 + layer_idx)
         rows = []
         for b in range(prompt.batch_size):
-            picked = [
-                segment[
-                    torch.randperm(len(segment), generator=generator)[
-                        : kept_count(float(retention[b]), len(segment))
-                    ].to(segment.device)
-                ]
-                for segment in prompt.segments(b)
-            ]
-            kept = torch.cat(picked) if picked else torch.empty(0, dtype=torch.long)
+            kept = segment_sample(prompt.segments(b), float(retention[b]), generator)
             rows.append([kept] * prompt.num_kv_heads)
         return pad_keep_indices(rows, prompt.vision_mask.device)
