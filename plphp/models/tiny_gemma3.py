@@ -23,7 +23,7 @@ from transformers import (
 )
 
 from plphp.models.common import _PATCH_SIZE, _TEXT_INIT_STD
-from plphp.models.shrink import split_overrides
+from plphp.models.shrink import split_overrides, text_kwargs
 from plphp.models.tokenizer import build_tokenizer
 
 IMAGE_SIZE = 64  # 8x8 patches of 8 pixels
@@ -73,23 +73,13 @@ def build_config(
     """The shrunk Gemma 3 config (see `plphp.models.tiny.build_tiny_config`)."""
     text_over, vision_over, top_over = split_overrides(overrides)
     head_dim = hidden_size // num_heads
+    sizes = dict(num_layers=num_layers, hidden_size=hidden_size, num_heads=num_heads, num_kv_heads=num_kv_heads)
     text = Gemma3TextConfig(
-        **{
-            "vocab_size": len(_tokenizer()),
-            "hidden_size": hidden_size,
-            "intermediate_size": 2 * hidden_size,
-            "num_hidden_layers": num_layers,
-            "num_attention_heads": num_heads,
-            "num_key_value_heads": num_kv_heads,
-            "head_dim": head_dim,
+        **text_kwargs(_SPECIALS, **sizes, bos="<bos>", eos="<eos>", pad="<pad>")
+        | {
             "query_pre_attn_scalar": head_dim,
             "sliding_window": SLIDING_WINDOW,
             "layer_types": (LAYER_PATTERN * num_layers)[:num_layers],
-            "max_position_embeddings": 4096,
-            "initializer_range": _TEXT_INIT_STD,
-            "pad_token_id": _IDS["<pad>"],
-            "eos_token_id": _IDS["<eos>"],
-            "bos_token_id": _IDS["<bos>"],
         }
         | text_over
     )

@@ -21,8 +21,8 @@ from transformers import (
     ProcessorMixin,
 )
 
-from plphp.models.common import _CLIP_MEAN, _CLIP_STD, _PATCH_SIZE, _TEXT_INIT_STD
-from plphp.models.shrink import split_overrides
+from plphp.models.common import _CLIP_MEAN, _CLIP_STD, _PATCH_SIZE
+from plphp.models.shrink import split_overrides, text_kwargs
 from plphp.models.tokenizer import build_tokenizer
 
 LONGEST_EDGE = 128  # pixels; at most 8 x 8 = 64 [IMG] tokens
@@ -81,24 +81,9 @@ def build_config(
 ) -> Mistral3Config:
     """The shrunk Mistral 3 config (see `plphp.models.tiny.build_tiny_config`)."""
     text_over, vision_over, top_over = split_overrides(overrides)
+    sizes = dict(num_layers=num_layers, hidden_size=hidden_size, num_heads=num_heads, num_kv_heads=num_kv_heads)
     text = MistralConfig(
-        **{
-            "vocab_size": len(_tokenizer()),
-            "hidden_size": hidden_size,
-            "intermediate_size": 2 * hidden_size,
-            "num_hidden_layers": num_layers,
-            "num_attention_heads": num_heads,
-            "num_key_value_heads": num_kv_heads,
-            "head_dim": hidden_size // num_heads,
-            "sliding_window": None,
-            "max_position_embeddings": 4096,
-            "initializer_range": _TEXT_INIT_STD,
-            "pad_token_id": _IDS["<pad>"],
-            "eos_token_id": _IDS["</s>"],
-            "bos_token_id": _IDS["<s>"],
-            "tie_word_embeddings": False,
-        }
-        | text_over
+        **text_kwargs(_SPECIALS, **sizes, bos="<s>", eos="</s>", pad="<pad>") | {"sliding_window": None} | text_over
     )
     vision = PixtralVisionConfig(
         **{
