@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForImageTextToText
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import train_grid_model as v1_script  # noqa: E402
 from train_grid_model import evaluate, log, lr_at, task_batch  # noqa: E402
 
 from plphp.models.grid import ROLE_WORDS, SPECIAL_TOKENS, grid_generation_config, load_grid_model  # noqa: E402
@@ -50,7 +51,7 @@ from plphp.models.grid_v2 import (  # noqa: E402
     build_grid_v2_config,
     build_grid_v2_processor,
 )
-from plphp.tasks import COLORS, KINDS, SHAPES, random_scene  # noqa: E402
+from plphp.tasks import COLORS, KINDS, ORDINALS, SHAPES, Shape, make_task, random_scene  # noqa: E402
 
 ROWS = COLS = 3
 SIDE = IMAGE_SIZE // PATCH_SIZE  # 6 tokens per side, 2 x 2 per cell
@@ -147,9 +148,33 @@ def warm_start(model, teacher) -> None:
                 layer.mlp.down_proj.weight.zero_()
 
 
+ALL_SHAPES = [Shape(color, kind) for color in COLORS for kind in SHAPES]
+
+
+def label_summary_loss(hidden_states, input_ids, items, head, ordinal_ids, image_id) -> torch.Tensor:
+    """BCE of `head` on each image's label token (the ordinal after its `<image>` run): which shapes it shows."""
+    after_image = torch.zeros_like(input_ids, dtype=torch.bool)
+    after_image[:, 1:] = input_ids[:, :-1] == image_id
+    is_label = after_image & torch.isin(input_ids, ordinal_ids)
+    states, targets = [], []
+    for b, item in enumerate(items):
+        positions = is_label[b].nonzero().flatten()[: len(item.scenes)]
+        for position, scene in zip(positions.tolist(), item.scenes):
+            states.append(hidden_states[b, position])
+            present = set(scene.cells.values())
+            targets.append(torch.tensor([float(shape in present) for shape in ALL_SHAPES]))
+    return F.binary_cross_entropy_with_logits(head(torch.stack(states)), torch.stack(targets))
+
+
 def train_decoder(model, processor, args, rng) -> list[dict]:
     inner = model.model
     params = [p for p in model.parameters() if p.requires_grad]
+    drawn, head = [], None
+    if args.label_loss:  # record the drawn items (their scenes) and train a summary head on the labels
+        head = torch.nn.Linear(model.config.text_config.hidden_size, len(ALL_SHAPES))
+        params += list(head.parameters())
+        v1_script.make_task = lambda *a, **k: drawn.append(make_task(*a, **k)) or drawn[-1]
+        ordinal_ids = torch.tensor(processor.tokenizer.convert_tokens_to_ids(list(ORDINALS)))
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
     ids = {
         name: processor.tokenizer.convert_tokens_to_ids(token)
@@ -163,18 +188,28 @@ def train_decoder(model, processor, args, rng) -> list[dict]:
     for step in range(1, last_step + 1):
         multi = step % args.multi_every == 0
         kinds, size = (("compare",), args.batch // 2) if multi else (SINGLE_KINDS, args.batch)
+        drawn.clear()
         batch, labels, question_labels, batch_kinds = task_batch(
             rng, processor, kinds, size, args.turns, ids, args.image_questions
         )
-        hidden = inner(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=batch["pixel_values"]
-        ).last_hidden_state
+        outputs = inner(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            pixel_values=batch["pixel_values"],
+            output_hidden_states=bool(head is not None and multi),
+        )
+        hidden = outputs.last_hidden_state
         logits = model.lm_head(hidden[:, :-1])
         targets = labels[:, 1:]
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
         if args.question_loss:
             questions = question_labels[:, 1:].flatten()
             loss = loss + args.question_loss * F.cross_entropy(logits.flatten(0, 1), questions, ignore_index=-100)
+        if head is not None and multi:
+            summary = label_summary_loss(
+                outputs.hidden_states[args.label_layer], batch["input_ids"], drawn, head, ordinal_ids, ids["image"]
+            )
+            loss = loss + args.label_loss * summary
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -233,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-items", type=int, default=500)
     parser.add_argument("--eval-batch", type=int, default=25)
     parser.add_argument("--checkpoint", type=Path, default=None)
+    parser.add_argument("--resume", type=Path, default=None, help="start from this v2 directory: no vision stage")
+    parser.add_argument("--label-loss", type=float, default=0.0, help="weight of the label tokens' summary loss")
+    parser.add_argument("--label-layer", type=int, default=8, help="hidden state the summary head reads")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -246,8 +284,13 @@ def main(argv: list[str] | None = None) -> int:
     model.generation_config = grid_generation_config()
     log(f"grid model v2: {model.num_parameters() / 1e6:.2f} M parameters, {args.threads} thread(s), seed {args.seed}")
     started = time.perf_counter()
-    vision = train_vision(model, processor, teacher, teacher_processor, args, data_rng)
-    warm_start(model, teacher)
+    if args.resume:  # a second stage on a v2 checkpoint
+        model = AutoModelForImageTextToText.from_pretrained(args.resume, attn_implementation="sdpa")
+        model.generation_config = grid_generation_config()
+        vision = {"resumed_from": str(args.resume)}
+    else:
+        vision = train_vision(model, processor, teacher, teacher_processor, args, data_rng)
+        warm_start(model, teacher)
     history = train_decoder(model, processor, args, data_rng)
     training_seconds = time.perf_counter() - started
     result = evaluate(model, processor, args.eval_items, args)
