@@ -8,12 +8,15 @@ multi-image questions, prompt KV bytes per item, the share of vision KV kept, an
 Budgets are the retention `r` of the pruned layers (from the start layer on): `plphp` keeps
 `r ± Δr` by its tiers (Δr = r / 3, the default's ratio), `fastv` (prefill stage), `fastv-kv`
 (its keep-set in the cache only) and `random` keep `r` in every pruned layer; `random-tiers` uses
-plphp's own per-layer budgets with random tokens, the comparison at exactly equal KV. The
+plphp's own per-layer budgets with random tokens, the comparison at exactly equal KV (`--extended`
+adds plphp-question and random tokens at its budgets, SnapKV and AdaKV at `r`). The
 "vision kept" column is what each policy really kept.
 
     OMP_NUM_THREADS=1 python benchmarks/grid_quality.py --items 500 --out /tmp/grid-quality \\
         --markdown benchmarks/results/grid-quality.md --json benchmarks/results/grid-quality.json
     OMP_NUM_THREADS=1 python benchmarks/grid_quality.py --windows --items 500 --out /tmp/grid-windows
+    OMP_NUM_THREADS=1 python benchmarks/grid_quality.py --model plphp/models/grid_v2 --extended --items 500 \\
+        --out /tmp/grid-v2-quality --markdown benchmarks/results/grid-v2-quality.md
 """
 
 from __future__ import annotations
@@ -37,8 +40,8 @@ BUDGETS = (0.5, 0.3, 0.15)
 WINDOWS = (1, 8, 32, "question")
 
 
-def budget_policies(budgets=BUDGETS) -> dict:
-    """name -> policy: full, and each compared policy at each budget."""
+def budget_policies(budgets=BUDGETS, extended: bool = False) -> dict:
+    """name -> policy: full, and each compared policy at each budget (`extended`: + plphp-question, snapkv, adakv)."""
     policies = {"full": load_policy("full")}
     for r in budgets:
         tiers = {"retention": r, "delta": round(r / 3, 4)}
@@ -47,6 +50,14 @@ def budget_policies(budgets=BUDGETS) -> dict:
         policies[f"fastv-kv r={r}"] = load_policy("fastv-kv", allocator={"retention": r})
         policies[f"random r={r}"] = load_policy("random", allocator={"retention": r})
         policies[f"random-tiers r={r}"] = load_policy("plphp", allocator=tiers, selector={"name": "random", "seed": 0})
+        if extended:
+            question = {"allocator": tiers, "collector": {"window": "question"}}
+            policies[f"plphp-question r={r}"] = load_policy("plphp", **question)
+            policies[f"random-tiers-question r={r}"] = load_policy(
+                "plphp", **question, selector={"name": "random", "seed": 0}
+            )
+            policies[f"snapkv r={r}"] = load_policy("snapkv", allocator={"retention": r})
+            policies[f"adakv r={r}"] = load_policy("adakv", allocator={"retention": r})
     return policies
 
 
@@ -89,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=500, help="held-out items (the kinds take turns)")
     parser.add_argument("--batch-size", type=int, default=25)
     parser.add_argument("--windows", action="store_true", help="compare plphp's observation windows instead")
+    parser.add_argument(
+        "--extended", action="store_true", help="add plphp-question (and random at its budgets), snapkv, adakv"
+    )
     parser.add_argument("--no-recall", action="store_true", help="skip attention recall (one pass fewer)")
     parser.add_argument("--model", type=Path, default=None, help="grid model directory (default: the shipped one)")
     parser.add_argument("--out", type=Path, default=Path("grid-quality-out"), help="plphp eval output folder")
@@ -102,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     model, processor = load_grid_model(args.model)
     items = builtin_items(args.items, seed=0)
-    policies = window_policies() if args.windows else budget_policies()
+    policies = window_policies() if args.windows else budget_policies(extended=args.extended)
     results = evaluate(
         model,
         processor,

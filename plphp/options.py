@@ -12,7 +12,7 @@ import typer
 ArchOption = Annotated[
     str,
     typer.Option(
-        help="'grid': the trained model shipped with plphp; or a tiny random-weight architecture "
+        help="'grid' or 'grid-v2': the trained models shipped with plphp; or a tiny random-weight architecture "
         "(llava, qwen2_vl, ...: an unknown name lists them all)"
     ),
 ]

@@ -23,7 +23,7 @@ def test_demo_answers_with_the_trained_grid_model_by_default(tmp_path):
 
 
 def test_demo_rejects_an_unknown_model_naming_the_choices():
-    with pytest.raises(ConfigError, match="'gird' is not a built-in model; use one of grid, llava"):
+    with pytest.raises(ConfigError, match="'gird' is not a built-in model; use one of grid, grid-v2, llava"):
         run_demo(Console(file=io.StringIO()), arch="gird", png=None)
 
 

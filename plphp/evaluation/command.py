@@ -109,11 +109,12 @@ def _load(path: str | None, arch: str, device: str, dtype: str):
     if path is None:
         import torch
 
-        from plphp.models.builtin import GRID, load_builtin_model
+        from plphp.models.builtin import GRID, GRID_V2, load_builtin_model
 
         torch.set_num_threads(1)  # a tiny model runs fastest on one thread (docs/architecture.md, "Measuring")
         model, processor, _ = load_builtin_model(arch)
-        name = "grid model (plphp, trained)" if arch == GRID else f"tiny {arch} (random weights, seed 0, 12 layers)"
+        trained = {GRID: "grid model (plphp, trained)", GRID_V2: "grid model v2 (plphp, trained)"}
+        name = trained.get(arch, f"tiny {arch} (random weights, seed 0, 12 layers)")
         return model, processor, name
     from plphp.backends.loading import load_model
     from plphp.models import register_processors

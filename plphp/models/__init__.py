@@ -54,9 +54,10 @@ Note:
 
 from __future__ import annotations
 
-from plphp.models.builtin import BUILTIN_MODELS, GRID, load_builtin_model
+from plphp.models.builtin import BUILTIN_MODELS, GRID, GRID_V2, load_builtin_model
 from plphp.models.common import ARCHITECTURES
 from plphp.models.grid import GRID_MODEL_DIR, build_grid_config, build_grid_processor, load_grid_model
+from plphp.models.grid_v2 import GRID_V2_MODEL_DIR, build_grid_v2_config, build_grid_v2_processor, load_grid_v2_model
 from plphp.models.images import make_image
 from plphp.models.processors import (
     TinyLlavaOnevisionProcessor,
@@ -72,17 +73,22 @@ __all__ = [
     "BUILTIN_MODELS",
     "GRID",
     "GRID_MODEL_DIR",
+    "GRID_V2",
+    "GRID_V2_MODEL_DIR",
     "TinyLlavaOnevisionProcessor",
     "TinyQwen2VLProcessor",
     "TinyQwen2_5_VLProcessor",
     "build_grid_config",
     "build_grid_processor",
+    "build_grid_v2_config",
+    "build_grid_v2_processor",
     "build_tiny_config",
     "build_tiny_model",
     "build_tiny_processor",
     "make_image",
     "load_builtin_model",
     "load_grid_model",
+    "load_grid_v2_model",
     "load_tiny",
     "register_processors",
     "save_tiny",

@@ -75,7 +75,7 @@ def grid_vocabulary() -> list[str]:
     return [*SPECIAL_TOKENS, *ROLE_WORDS, *vocabulary()]
 
 
-def build_grid_tokenizer() -> PreTrainedTokenizerFast:
+def build_grid_tokenizer(chat_template: str = CHAT_TEMPLATE) -> PreTrainedTokenizerFast:
     """A word-level tokenizer over the tasks' vocabulary (lowercased; unknown words map to `<unk>`)."""
     vocab = {token: index for index, token in enumerate(grid_vocabulary())}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
@@ -91,7 +91,7 @@ def build_grid_tokenizer() -> PreTrainedTokenizerFast:
         extra_special_tokens={"image_token": "<image>"},
         padding_side="left",
         model_max_length=1024,
-        chat_template=CHAT_TEMPLATE,
+        chat_template=chat_template,
     )
 
 
