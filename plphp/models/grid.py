@@ -117,13 +117,13 @@ def _token_id(token: str) -> int:
     return grid_vocabulary().index(token)
 
 
-def build_grid_config(**text_overrides: Any) -> LlavaConfig:
-    """The grid model's config (`text_overrides` go to the Qwen2 language model's config)."""
-    text = {
+def grid_text_config(num_layers: int, **text_overrides: Any) -> dict[str, Any]:
+    """The grid models' Qwen2 language model settings (v1: 8 layers; v2: `plphp.models.grid_v2`)."""
+    return {
         "vocab_size": len(grid_vocabulary()),
         "hidden_size": 128,
         "intermediate_size": 256,
-        "num_hidden_layers": 8,
+        "num_hidden_layers": num_layers,
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
         "max_position_embeddings": 1024,
@@ -134,6 +134,11 @@ def build_grid_config(**text_overrides: Any) -> LlavaConfig:
         "eos_token_id": _token_id("<|im_end|>"),
         "pad_token_id": _token_id("<pad>"),
     } | text_overrides
+
+
+def build_grid_config(**text_overrides: Any) -> LlavaConfig:
+    """The grid model's config (`text_overrides` go to the Qwen2 language model's config)."""
+    text = grid_text_config(8, **text_overrides)
     vision = SiglipVisionConfig(
         hidden_size=64,
         intermediate_size=128,

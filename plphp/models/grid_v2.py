@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from transformers import LlavaConfig, LlavaImageProcessorPil, LlavaProcessor, Qwen2Config, SiglipVisionConfig
 
-from plphp.models.grid import _token_id, build_grid_tokenizer, grid_vocabulary, load_grid_model
+from plphp.models.grid import _token_id, build_grid_tokenizer, grid_text_config, load_grid_model
 from plphp.tasks import ORDINALS
 
 #: Where the trained v2 checkpoint ships, inside the package.
@@ -76,21 +76,7 @@ def build_grid_v2_processor() -> LlavaProcessor:
 
 def build_grid_v2_config(**text_overrides: Any) -> LlavaConfig:
     """The v2 config (`text_overrides` go to the Qwen2 language model's config)."""
-    text = {
-        "vocab_size": len(grid_vocabulary()),
-        "hidden_size": 128,
-        "intermediate_size": 256,
-        "num_hidden_layers": NUM_LAYERS,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 1024,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
-        "initializer_range": 0.02,
-        "tie_word_embeddings": False,
-        "bos_token_id": _token_id("<|im_start|>"),
-        "eos_token_id": _token_id("<|im_end|>"),
-        "pad_token_id": _token_id("<pad>"),
-    } | text_overrides
+    text = grid_text_config(NUM_LAYERS, **text_overrides)
     vision = SiglipVisionConfig(
         hidden_size=64,
         intermediate_size=128,
