@@ -16,7 +16,21 @@ from plphp.backends.tower import match_patches, newline_layout
 from plphp.errors import UnsupportedModelError
 
 
-class LlavaAdapter(ModelAdapter):
+class _LlavaTower(ModelAdapter):
+    """What the LLaVA family shares: a CLIP or SigLIP tower at `model.model.vision_tower`."""
+
+    def tower_attention_modules(self) -> list[torch.nn.Module]:
+        """CLIP / SigLIP encoder layers' self-attention."""
+        return _encoder_attention(self.model.model.vision_tower)
+
+    def vision_tower(self) -> torch.nn.Module:
+        return self.model.model.vision_tower
+
+    def tower_has_cls(self) -> bool:
+        return self.config.vision_config.model_type == "clip_vision_model"
+
+
+class LlavaAdapter(_LlavaTower):
     """LLaVA-1.5 style: a fixed number of tokens per image (so adjacent images are told apart)."""
 
     name = "llava"
@@ -47,16 +61,6 @@ class LlavaAdapter(ModelAdapter):
             layout = TokenLayout(layout.tiles, (None, *layout.cells))
         return layout if layout.num_tokens == num_tokens else TokenLayout.strip(num_tokens)
 
-    def tower_attention_modules(self) -> list[torch.nn.Module]:
-        """CLIP / SigLIP encoder layers' self-attention."""
-        return _encoder_attention(self.model.model.vision_tower)
-
-    def vision_tower(self) -> torch.nn.Module:
-        return self.model.model.vision_tower
-
-    def tower_has_cls(self) -> bool:
-        return self.config.vision_config.model_type == "clip_vision_model"
-
     def tower_statistics(self, calls: list[torch.Tensor], inputs: Mapping[str, Any]) -> list[torch.Tensor]:
         """One tower call over every image; the `default` strategy drops the first token, as the features do."""
         return list(_select_features(self.config, torch.cat(calls)))
@@ -74,7 +78,7 @@ def _select_features(config: Any, statistics: torch.Tensor) -> torch.Tensor:
     return statistics[:, 1:] if default else statistics
 
 
-class LlavaNextAdapter(ModelAdapter):
+class LlavaNextAdapter(_LlavaTower):
     """LLaVA-NeXT and LLaVA-OneVision: any-resolution tiles, so tokens per image vary."""
 
     name = "llava_next"
@@ -117,16 +121,6 @@ class LlavaNextAdapter(ModelAdapter):
             return super().video_frames(inputs, video_mask)
         side = math.ceil(self.config.vision_config.image_size // self.config.vision_config.patch_size / 2)
         return fixed_frames(video_mask, side * side, trailer=1)
-
-    def tower_attention_modules(self) -> list[torch.nn.Module]:
-        """CLIP / SigLIP encoder layers' self-attention."""
-        return _encoder_attention(self.model.model.vision_tower)
-
-    def vision_tower(self) -> torch.nn.Module:
-        return self.model.model.vision_tower
-
-    def tower_has_cls(self) -> bool:
-        return self.config.vision_config.model_type == "clip_vision_model"
 
     def tower_statistics(self, calls: list[torch.Tensor], inputs: Mapping[str, Any]) -> list[torch.Tensor]:
         """Per tile statistics, split per image as the model splits its tiles, then packed by the model's
