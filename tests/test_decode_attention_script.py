@@ -22,9 +22,12 @@ def test_the_kernels_are_timed_against_the_read_floor(tmp_path):
     assert [result["batch"] for result in payload["results"]] == [1, 2]
     for result in payload["results"]:
         kernels = result["kernels"]
-        assert set(kernels) == {"grouped (plphp)", "sdpa (enable_gqa)", "read K and V (sum)"}
+        torch_kernels = {"grouped, torch products (plphp)", "sdpa (enable_gqa)", "read K and V (sum)"}
+        native = payload["environment"]["native_decode_kernel"]
+        assert set(kernels) == torch_kernels | ({"native (plphp)"} if native["available"] else set())
+        assert result["native_kernel"]["available"] == native["available"]
         assert kernels["read K and V (sum)"]["of_read_floor"] == 1.0
         assert all(k["read_GBps"] > 0 and k["bandwidth_share"] > 0 for k in kernels.values())
         assert result["kv_bytes_per_call"] == 2 * result["batch"] * 2 * (64 + 64) * 64 * 4  # K and V, float32
         assert set(result["score_product_GFLOPs_by_rows"]) == {"1", "7", "16", "64"}
-    assert "| 2 | grouped (plphp) |" in page.read_text() and payload["environment"]["torch_num_threads"] == 1
+    assert "| 2 | grouped, torch products (plphp) |" in page.read_text() and payload["environment"]["torch_num_threads"] == 1

@@ -15,11 +15,17 @@ that repeats the KV heads (`repeat_kv`) or walks the query heads does. Nothing c
 Slots that hold nothing (short rows of a batch whose samples keep different counts, left padding)
 are masked only in the column range where some row is invalid (`valid_span`); elsewhere every row
 sees every slot. See docs/architecture.md, "The decode path of pruned layers".
+
+On the CPU in float32 the same computation runs in plphp's native kernel (`plphp.backends.native`:
+one pass over the cache, the group's rows sharing each key and value row read), where it is built;
+elsewhere, and where it is not, through torch's batched products (`torch_grouped_decode_attention`).
 """
 
 from __future__ import annotations
 
 import torch
+
+from plphp.backends import native
 
 
 def invalid_span(valid: torch.Tensor | None) -> tuple[int, int] | None:
@@ -38,6 +44,23 @@ def invalid_span(valid: torch.Tensor | None) -> tuple[int, int] | None:
 
 
 def grouped_decode_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    scaling: float,
+    valid: torch.Tensor | None = None,
+    valid_span: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """Softmax attention of one query token per head against a layer's whole cache: the native
+    kernel where it applies (float32 on the CPU), else `torch_grouped_decode_attention`, whose
+    arguments and result it shares."""
+    output = native.decode_attention(query, key, value, scaling, valid, valid_span)
+    if output is not None:
+        return output
+    return torch_grouped_decode_attention(query, key, value, scaling, valid, valid_span)
+
+
+def torch_grouped_decode_attention(
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,

@@ -279,7 +279,7 @@ def budget_command(
     """`plphp bench --memory-budget`: size each variant's batch to the budget, time it there, print and write."""
     import os
 
-    from plphp.bench.environment import environment
+    from plphp.bench.environment import describe_kernel, environment
     from plphp.bench.output import write_json
     from plphp.registry import get_registry
 
@@ -306,7 +306,7 @@ def budget_command(
         f"{o['probe_tokens']} decode steps size each variant's batch (up to {o['max_batch']}), then {o['rounds']} "
         f"rounds of {workload.new_tokens} steps alternate between variants; 'in budget': whether those longer "
         "runs' peaks stayed within it",
-        f"threads: torch {env['torch_num_threads']}; 1-min load {os.getloadavg()[0]:.2f}",
+        f"threads: torch {env['torch_num_threads']}; 1-min load {os.getloadavg()[0]:.2f}; {describe_kernel(env)}",
     ]
     title = (
         f"plphp bench --memory-budget {o['memory_budget']}: {shape.name}, {o['dtype']}, {workload.vision_tokens} "

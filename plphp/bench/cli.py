@@ -335,6 +335,8 @@ def _bench(**options: Any) -> None:
 
 
 def _notes(result: Any, rows: list[dict[str, Any]], workload: Any, how: str) -> list[str]:
+    from plphp.bench.environment import describe_kernel
+
     setup = result.setup
     env = setup["environment"]
     bandwidth = result.bandwidth
@@ -342,7 +344,7 @@ def _notes(result: Any, rows: list[dict[str, Any]], workload: Any, how: str) -> 
     notes = [
         f"model: {how}",
         f"threads: torch {env['torch_num_threads']} (interop {env['torch_num_interop_threads']}), "
-        f"{env['cpu_count']} CPUs; {threads}",
+        f"{env['cpu_count']} CPUs; {threads}; {describe_kernel(env)}",
         f"load: {setup['uptime']}; 1-min load after each round "
         + ", ".join(f"{x:.2f}" for x in setup["load_avg_1min_per_round"]),
         f"bandwidth: read {bandwidth.read / 1e9:.1f} GB/s (min {bandwidth.read_min / 1e9:.1f}, max "

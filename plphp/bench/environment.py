@@ -14,6 +14,7 @@ def environment() -> dict[str, Any]:
     import transformers
 
     import plphp
+    from plphp.backends import native
 
     env_keys = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "KMP_BLOCKTIME", "GOMP_SPINCOUNT")
     return {
@@ -27,4 +28,13 @@ def environment() -> dict[str, Any]:
         "env": {key: os.environ.get(key) for key in env_keys},
         "load_avg": list(os.getloadavg()),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "native_decode_kernel": native.status(),
     }
+
+
+def describe_kernel(env: dict[str, Any]) -> str:
+    """One line for a figure's notes: which one-query kernel decodes float32 on the CPU."""
+    status = env.get("native_decode_kernel") or {}
+    if status.get("available"):
+        return f"native decode kernel ({status['isa']}) for float32 CPU attention"
+    return f"no native decode kernel ({status.get('reason', 'unknown')}): torch's products"

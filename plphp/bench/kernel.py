@@ -6,8 +6,9 @@ decoder layer (so the caches, as in a decode step, do not stay in the processor'
 calls), every layer's attention called in turn, the kernels interleaved round by round (A B C,
 C B A, ...), and the K/V bytes read per second set against the measured read bandwidth.
 
-Kernels: plphp's grouped one-query kernel, and torch's sdpa with `enable_gqa` (what transformers'
-sdpa path calls for a decode step without a mask). A sum over the same keys and values runs in the
+Kernels: plphp's native one-query kernel (`plphp.backends.native`, float32 on the CPU, where it
+builds), plphp's grouped kernel through torch's products (what runs elsewhere), and torch's sdpa
+with `enable_gqa` (what transformers' sdpa path calls for a decode step without a mask). A sum over the same keys and values runs in the
 same rounds: the read floor measured side by side, which a loaded machine slows as it slows the
 kernels (the separate bandwidth kernel, run once, does not see the same load).
 """
@@ -21,7 +22,8 @@ from typing import Any
 
 import torch
 
-from plphp.backends.decode_attention import grouped_decode_attention
+from plphp.backends import native
+from plphp.backends.decode_attention import torch_grouped_decode_attention
 from plphp.bench.bandwidth import measure_bandwidth
 from plphp.bench.shapes import ModelShape
 from plphp.bench.timing import synchronize
@@ -30,15 +32,27 @@ from plphp.bench.timing import synchronize
 READ = "read K and V (sum)"
 
 
-def _kernels(scaling: float) -> dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Any]]:
+#: The native kernel's name in the results.
+NATIVE = "native (plphp)"
+
+
+def _kernels(
+    scaling: float, native_applies: bool
+) -> dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Any]]:
     def sdpa(query, key, value):
         return torch.nn.functional.scaled_dot_product_attention(query, key, value, scale=scaling, enable_gqa=True)
 
-    return {
-        "grouped (plphp)": lambda query, key, value: grouped_decode_attention(query, key, value, scaling),
+    kernels = {
+        NATIVE: lambda query, key, value: native.decode_attention(query, key, value, scaling, None, None),
+        "grouped, torch products (plphp)": lambda query, key, value: torch_grouped_decode_attention(
+            query, key, value, scaling
+        ),
         "sdpa (enable_gqa)": sdpa,
         READ: lambda query, key, value: (key.sum(), value.sum()),
     }
+    if not native_applies:
+        del kernels[NATIVE]
+    return kernels
 
 
 def measure_kernels(
@@ -70,7 +84,9 @@ def measure_kernels(
 
     caches = [(buffer(), buffer()) for _ in range(layers)]
     query = torch.randn(batch, shape.heads, 1, shape.head_dim, generator=generator, device=device).to(dtype)
-    kernels = _kernels(shape.head_dim**-0.5)
+    scaling = shape.head_dim**-0.5
+    native_applies = native.decode_attention(query, *caches[0], scaling, None, None) is not None
+    kernels = _kernels(scaling, native_applies)
     seconds: dict[str, list[float]] = {name: [] for name in kernels}
     names = list(kernels)
     for index in range(rounds + 1):
@@ -91,6 +107,7 @@ def measure_kernels(
         "dtype": str(dtype).removeprefix("torch."),
         "kv_bytes_per_call": read,
         "bandwidth": bandwidth.to_dict(),
+        "native_kernel": native.status() if native_applies else {"available": False, "reason": "not float32 on CPU"},
         "kernels": {},
     }
     floor = statistics.median(seconds[READ])
