@@ -18,21 +18,11 @@ from plphp.backends import native
 from plphp.backends.decode_attention import invalid_span, torch_grouped_decode_attention
 from plphp.testing import tiny_vlm
 
+from .test_decode_attention import naive_attention
+
 _native = native.decode_attention
 
 pytestmark = pytest.mark.skipif(native.kernel() is None, reason=f"no native kernel: {native.status().get('reason')}")
-
-
-def naive_attention(query, key, value, scaling, valid):
-    """repeat_kv, then a masked softmax, all in float64: `[B, 1, H, D]`."""
-    groups = query.shape[1] // key.shape[1]
-    key = key.double().repeat_interleave(groups, dim=1)
-    value = value.double().repeat_interleave(groups, dim=1)
-    logits = (query.double() @ key.transpose(2, 3)) * scaling
-    if valid is not None:
-        visible = valid.repeat_interleave(groups, dim=1) if valid.shape[1] > 1 else valid
-        logits = logits.masked_fill(~visible[:, :, None, :], float("-inf"))
-    return (torch.softmax(logits, dim=-1) @ value).transpose(1, 2)
 
 
 @pytest.fixture(scope="module")
