@@ -27,6 +27,7 @@ import torch
 import plphp
 from plphp.backends.inputs import chat_inputs
 from plphp.models import ARCHITECTURES, build_tiny_model, build_tiny_processor, make_image
+from plphp.testing import _refusal
 
 DEVICE = torch.device(os.environ.get("PLPHP_TEST_DEVICE", "cuda"))
 pytestmark = [
@@ -104,6 +105,8 @@ def test_full_is_bit_identical_to_plain_generate_on_the_device(float32_model, gp
 @pytest.mark.parametrize("policy", POLICIES)
 def test_pruning_equals_the_masked_reference_in_float32(float32_model, policy, attn, gpu_record):
     architecture, model, inputs = float32_model
+    if refusal := _refusal(model, plphp.load_policy(policy)):
+        pytest.skip(f"the architecture refuses this policy (tests/backends/test_architectures.py): {refusal}")
     model.set_attn_implementation({"text_config": attn})
     try:
         for name, batch in inputs.items():
