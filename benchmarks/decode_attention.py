@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--bandwidth-mb", type=int, default=256, help="buffer of the bandwidth kernel, MB")
+    parser.add_argument(
+        "--mlp-between", action="store_true", help="run each layer's MLP products (untimed) before its attention"
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -60,12 +63,14 @@ def main(argv: list[str] | None = None) -> int:
                 device=args.device,
                 rounds=args.rounds,
                 bandwidth_mb=args.bandwidth_mb,
+                between_layers=args.mlp_between,
             )
             if args.device == "cpu" and args.dtype == "float32":
                 result["score_product_GFLOPs_by_rows"] = matmul_rates(shape, batch, context)
         result["load_avg_after"] = list(os.getloadavg())
         results.append(result)
     title = f"one-query decode attention, {shape.name}, {args.dtype}, {context} cached tokens, {shape.layers} layers"
+    title += ", MLP products between layers" if args.mlp_between else ""
     table = Table(title=title)
     for column in ("batch", "kernel", "ms / call", "K/V GB/s", "share of read BW", "of the read floor"):
         table.add_column(column, justify="left" if column == "kernel" else "right")

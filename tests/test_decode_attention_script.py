@@ -31,3 +31,13 @@ def test_the_kernels_are_timed_against_the_read_floor(tmp_path):
         assert result["kv_bytes_per_call"] == 2 * result["batch"] * 2 * (64 + 64) * 64 * 4  # K and V, float32
         assert set(result["score_product_GFLOPs_by_rows"]) == {"1", "7", "16", "64"}
     assert "| 2 | grouped, torch products (plphp) |" in page.read_text() and payload["environment"]["torch_num_threads"] == 1
+
+
+def test_the_mlp_products_can_run_between_the_layers_calls(tmp_path):
+    out = tmp_path / "k.json"
+    args = [sys.executable, str(SCRIPT), "--batch", "1", "--vision-tokens", "32", "--rounds", "1", "--threads", "1"]
+    done = subprocess.run([*args, "--mlp-between", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["mlp_between_layers"] is True
+    assert all(k["seconds_per_call"]["median"] > 0 for k in result["kernels"].values())

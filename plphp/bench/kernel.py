@@ -65,6 +65,7 @@ def measure_kernels(
     rounds: int = 5,
     layers: int | None = None,
     bandwidth_mb: int = 256,
+    between_layers: bool = False,
 ) -> dict[str, Any]:
     """Seconds per attention call and K/V read bandwidth of each kernel, on `layers` caches (default:
     the shape's layer count) of `context` slots each, views of buffers with 128 spare slots as
@@ -74,6 +75,10 @@ def measure_kernels(
         `bandwidth` (the measured read figure, GB/s), and per kernel the median seconds per call
         (min, max over rounds), GB/s, the share of the read bandwidth and `of_read_floor`, the
         interleaved sum's seconds over the kernel's.
+
+    With `between_layers`, each call is preceded (untimed) by the layer's MLP products for the batch's
+    one token (`[B, hidden]` against the gate, up and down weights of the shape), as in a decode
+    step, where they stream the weights through the caches between attention calls.
     """
     layers = layers or shape.layers
     generator = torch.Generator(device=device).manual_seed(0)
@@ -83,6 +88,14 @@ def measure_kernels(
         return full.to(dtype)[:, :, :context]
 
     caches = [(buffer(), buffer()) for _ in range(layers)]
+    hidden, intermediate = shape.hidden, shape.intermediate
+    mlp = (
+        [torch.randn(hidden, intermediate, device=device).to(dtype) for _ in range(2)]
+        + [torch.randn(intermediate, hidden, device=device).to(dtype)]
+        if between_layers
+        else []
+    )
+    token = torch.randn(batch, hidden, device=device).to(dtype)
     query = torch.randn(batch, shape.heads, 1, shape.head_dim, generator=generator, device=device).to(dtype)
     scaling = shape.head_dim**-0.5
     native_applies = native.decode_attention(query, *caches[0], scaling, None, None) is not None
@@ -91,19 +104,24 @@ def measure_kernels(
     names = list(kernels)
     for index in range(rounds + 1):
         for name in names if index % 2 == 0 else names[::-1]:
-            synchronize(torch.device(device))
-            start = time.perf_counter()
+            spent = 0.0
             for key, value in caches:
+                if mlp:
+                    torch.relu(token @ mlp[0]) * (token @ mlp[1]) @ mlp[2]
+                synchronize(torch.device(device))
+                start = time.perf_counter()
                 kernels[name](query, key, value)
-            synchronize(torch.device(device))
+                synchronize(torch.device(device))
+                spent += time.perf_counter() - start
             if index:  # the first round warms up
-                seconds[name].append((time.perf_counter() - start) / layers)
+                seconds[name].append(spent / layers)
     bandwidth = measure_bandwidth(device, megabytes=bandwidth_mb)
     read = 2 * caches[0][0].numel() * caches[0][0].element_size()
     out: dict[str, Any] = {
         "batch": batch,
         "context": context,
         "layers": layers,
+        "mlp_between_layers": between_layers,
         "dtype": str(dtype).removeprefix("torch."),
         "kv_bytes_per_call": read,
         "bandwidth": bandwidth.to_dict(),
