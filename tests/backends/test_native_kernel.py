@@ -5,8 +5,10 @@ and what happens where it cannot run (other dtypes and shapes, no compiler, swit
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -159,3 +161,15 @@ def test_the_torch_path_is_what_runs_where_the_kernel_is_off(monkeypatch):
     expected = torch_grouped_decode_attention(query, key, key, 0.125)
     assert native.decode_attention(query, key, key, 0.125, None, None) is None
     assert torch.equal(plphp.backends.decode_attention.grouped_decode_attention(query, key, key, 0.125), expected)
+
+
+def test_the_kernel_threads_are_torchs_own_openmp_pool():
+    """Linked against the OpenMP runtime torch loaded: one runtime in the process, not two whose idle
+    threads spin against each other's work."""
+    runtime = native.openmp_runtime()
+    if runtime is None:
+        pytest.skip("torch loaded no OpenMP runtime here: the kernel runs on one thread")
+    assert native.status()["threaded"]
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    loaded = {line.split()[-1] for line in maps if re.search(r"/lib(gomp|iomp5)[^/]*\.so", line)}
+    assert loaded == {runtime}

@@ -8,7 +8,8 @@ online (docs/architecture.md, "The decode path of pruned layers").
 
 It is compiled with the system's C compiler (`$CC`, else `cc`) for the machine it runs on
 (`-march=native`), once per source, flags and processor, into `$PLPHP_KERNEL_CACHE` (default
-`~/.cache/plphp/kernels`). Where there is no compiler, or the build fails, or
+`~/.cache/plphp/kernels`). It is linked against the OpenMP runtime torch has loaded, so its threads
+(`torch.get_num_threads()`) are torch's own pool; where none is found it runs on one thread. Where there is no compiler, or the build fails, or
 `PLPHP_NATIVE_KERNEL=0`, `kernel()` is None and plphp decodes through torch (`status()` says why).
 """
 
@@ -19,6 +20,7 @@ import functools
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -47,6 +49,18 @@ def _processor() -> str:
     return "\n".join(sorted({line for line in lines if line.split(":")[0].strip() in wanted}))
 
 
+def openmp_runtime() -> str | None:
+    """The OpenMP runtime torch loaded into this process (libgomp, or Intel's libiomp5, which serves
+    the same calls), or None: the kernel is linked against it so that one pool of threads serves both
+    (two runtimes' idle threads would spin against each other's work)."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    found = sorted({line.split()[-1] for line in maps.splitlines() if re.search(r"/lib(gomp|iomp5)[^/]*\.so", line)})
+    return found[0] if found else None
+
+
 def _cache_dir() -> Path:
     configured = os.environ.get("PLPHP_KERNEL_CACHE")
     if configured:
@@ -65,7 +79,9 @@ def build(extra_flags: tuple[str, ...] = ()) -> Path:
     if shutil.which(compiler) is None:
         raise RuntimeError(f"no C compiler ({compiler!r} is not on PATH; set CC)")
     flags = (*FLAGS, *extra_flags)
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), compiler, *flags, _processor()]).encode()).hexdigest()[:16]
+    openmp = openmp_runtime()
+    identity = [SOURCE.read_text(), compiler, *flags, openmp or "no OpenMP", _processor()]
+    key = hashlib.sha256("\0".join(identity).encode()).hexdigest()[:16]
     directory = _cache_dir()
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -75,15 +91,18 @@ def build(extra_flags: tuple[str, ...] = ()) -> Path:
     library = directory / f"decode_attention-{key}.so"
     if library.exists():
         return library
-    with tempfile.NamedTemporaryFile(dir=directory, suffix=".so", delete=False) as handle:
-        partial = Path(handle.name)
-    command = [compiler, *flags, "-fPIC", "-shared", "-pthread", str(SOURCE), "-o", str(partial), "-lm"]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        partial.unlink(missing_ok=True)
-        message = (result.stderr or result.stdout).strip().splitlines()
-        raise RuntimeError(f"{' '.join(command)} failed: {message[-1] if message else result.returncode}")
-    os.replace(partial, library)  # atomic: processes building at once each leave a whole library
+    with tempfile.TemporaryDirectory(dir=directory) as scratch:
+        objects, partial = Path(scratch) / "decode_attention.o", Path(scratch) / "decode_attention.so"
+        compile_step = [compiler, *flags, *(["-fopenmp"] if openmp else []), "-fPIC", "-c", str(SOURCE)]
+        link_step = [compiler, "-shared", str(objects), "-o", str(partial), "-lm"]
+        if openmp:  # the runtime torch loaded, by its path: not a second copy from the system
+            link_step[3:3] = [openmp, f"-Wl,-rpath,{Path(openmp).parent}"]
+        for command in ([*compile_step, "-o", str(objects)], link_step):
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                message = (result.stderr or result.stdout).strip().splitlines()
+                raise RuntimeError(f"{' '.join(command)} failed: {message[-1] if message else result.returncode}")
+        os.replace(partial, library)  # atomic: processes building at once each leave a whole library
     return library
 
 
@@ -111,12 +130,16 @@ def kernel() -> ctypes.CDLL | None:
     except (RuntimeError, OSError) as error:
         _status.update(available=False, reason=str(error))
         return None
-    _status.update(available=True, path=library._name, isa="avx512" if library.plphp_isa() else "portable")
+    flags = library.plphp_isa()
+    _status.update(
+        available=True, path=library._name, isa="avx512" if flags & 1 else "portable", threaded=bool(flags & 2)
+    )
     return library
 
 
 def status() -> dict[str, Any]:
-    """`available`, and `isa` and `path`, or the `reason` it is not: recorded with bench figures."""
+    """`available`, and `isa`, `threaded` and `path`, or the `reason` it is not: recorded with bench
+    figures."""
     kernel()
     return dict(_status)
 

@@ -13,10 +13,11 @@
  * Built by plphp/backends/native/__init__.py with -O3 -march=native and without -ffast-math (which
  * would change the floating-point mode of the whole process). With AVX-512 and D a multiple of 16 the
  * products are hand-vectorised; otherwise a portable loop is compiled for whatever the machine has.
+ * The (sample, KV head) pairs are split over OpenMP threads where it is linked against the OpenMP
+ * runtime torch itself uses (one pool of threads, not two competing ones); otherwise it runs on one.
  */
 #include <float.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -31,10 +32,7 @@ typedef struct {
     int B, H, G, D;
     long L, lo, hi;
     float scale;
-    long first, last; /* the (sample, head) pairs [first, last) of one thread */
 } Job;
-
-int plphp_isa(void);
 
 /* ---------------------------------------------------------------- portable ---------------------- */
 #define PORTABLE_TILE 64
@@ -235,34 +233,32 @@ static void pair_dispatch_avx512(const Job *job, const float *q, const float *k,
 #endif
 
 /* ---------------------------------------------------------------- driver ------------------------ */
-static void *run_pairs(void *arg) {
-    const Job *job = (const Job *)arg;
-    for (long pair = job->first; pair < job->last; pair++) {
-        const long b = pair / job->H, h = pair % job->H;
-        const float *q = job->q + pair * job->G * job->D;
-        const float *k = job->k + b * job->ksb + h * job->ksh;
-        const float *v = job->v + b * job->vsb + h * job->vsh;
-        const uint8_t *valid = job->valid ? job->valid + b * job->msb + h * job->msh : 0;
-        float *out = job->out + pair * job->G * job->D;
+static void run_pair(const Job *job, long pair) {
+    const long b = pair / job->H, h = pair % job->H;
+    const float *q = job->q + pair * job->G * job->D;
+    const float *k = job->k + b * job->ksb + h * job->ksh;
+    const float *v = job->v + b * job->vsb + h * job->vsh;
+    const uint8_t *valid = job->valid ? job->valid + b * job->msb + h * job->msh : 0;
+    float *out = job->out + pair * job->G * job->D;
 #ifdef __AVX512F__
-        /* pairs of 16-float columns: D a multiple of 32 */
-        if (job->D % 32 == 0) {
-            pair_dispatch_avx512(job, q, k, v, valid, out);
-            continue;
-        }
-#endif
-        pair_portable(job, q, k, v, valid, out);
+    if (job->D % 32 == 0) { /* pairs of 16-float columns */
+        pair_dispatch_avx512(job, q, k, v, valid, out);
+        return;
     }
-    return 0;
+#endif
+    pair_portable(job, q, k, v, valid, out);
 }
 
-/* 1: the instruction set the build targets has AVX-512 (the hand-vectorised path), 0: portable only. */
+/* Bit 0: the build targets AVX-512 (the hand-vectorised path); bit 1: it runs on several threads. */
 int plphp_isa(void) {
+    int flags = 0;
 #ifdef __AVX512F__
-    return 1;
-#else
-    return 0;
+    flags |= 1;
 #endif
+#ifdef _OPENMP
+    flags |= 2;
+#endif
+    return flags;
 }
 
 /* Returns 0, or 1 when the shape is outside what this kernel serves (the caller falls back). */
@@ -270,28 +266,12 @@ int plphp_decode_f32(const float *q, const float *k, long ksb, long ksh, long ks
                      long vsh, long vsl, const uint8_t *valid, long msb, long msh, float *out, int B, int H, int G,
                      int D, long L, float scale, long lo, long hi, int threads) {
     if (G < 1 || G > MAX_GROUP || D < 1 || D > MAX_DIM || L < 1 || B < 1 || H < 1) return 1;
-    Job base = {q, k, v, valid, out, ksb, ksh, ksl, vsb, vsh, vsl, msb, msh, B, H, G, D, L, lo, hi, scale, 0, 0};
+    const Job job = {q, k, v, valid, out, ksb, ksh, ksl, vsb, vsh, vsl, msb, msh, B, H, G, D, L, lo, hi, scale};
     const long pairs = (long)B * H;
     if (threads > pairs) threads = (int)pairs;
-    if (threads <= 1) {
-        base.last = pairs;
-        run_pairs(&base);
-        return 0;
-    }
-    if (threads > 64) threads = 64;
-    Job jobs[64];
-    pthread_t handles[64];
-    int started[64] = {0};
-    for (int i = 0; i < threads; i++) {
-        jobs[i] = base;
-        jobs[i].first = pairs * i / threads;
-        jobs[i].last = pairs * (i + 1) / threads;
-        if (i > 0) started[i] = pthread_create(&handles[i], 0, run_pairs, &jobs[i]) == 0;
-    }
-    run_pairs(&jobs[0]);
-    for (int i = 1; i < threads; i++) {
-        if (started[i]) pthread_join(handles[i], 0);
-        else run_pairs(&jobs[i]); /* no thread could start: this one does the work */
-    }
+    if (threads < 1) threads = 1;
+    /* built against the OpenMP runtime torch loaded, so these are torch's own worker threads */
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (long pair = 0; pair < pairs; pair++) run_pair(&job, pair);
     return 0;
 }
