@@ -166,6 +166,22 @@ def label_summary_loss(hidden_states, input_ids, items, head, ordinal_ids, image
     return F.binary_cross_entropy_with_logits(head(torch.stack(states)), torch.stack(targets))
 
 
+def scaffolded_embeds(inner, batch, image_id: int, ordinal_ids: torch.Tensor, weight: float) -> torch.Tensor:
+    """[B, T, D] input embeddings with each picture's vision tokens plus `weight` x its ordinal's embedding.
+
+    A scaffold for the `compare` curriculum: it hands every vision token the picture it belongs to,
+    which the model must otherwise work out from positions, and it fades to nothing (`weight` 0 is
+    the real prompt).
+    """
+    ids = batch["input_ids"]
+    embeds = inner.get_input_embeddings()(ids)
+    features = torch.cat(list(inner.get_image_features(pixel_values=batch["pixel_values"]).pooler_output))
+    is_image = ids == image_id
+    picture = (is_image.long().cumsum(dim=1) - 1) // (SIDE * SIDE)  # [B, T]: index of the picture in its chat
+    features = features + weight * inner.get_input_embeddings()(ordinal_ids[picture[is_image]])
+    return embeds.masked_scatter(is_image[..., None], features.to(embeds.dtype))
+
+
 def train_decoder(model, processor, args, rng) -> list[dict]:
     inner = model.model
     params = [p for p in model.parameters() if p.requires_grad]
@@ -174,7 +190,7 @@ def train_decoder(model, processor, args, rng) -> list[dict]:
         head = torch.nn.Linear(model.config.text_config.hidden_size, len(ALL_SHAPES))
         params += list(head.parameters())
         v1_script.make_task = lambda *a, **k: drawn.append(make_task(*a, **k)) or drawn[-1]
-        ordinal_ids = torch.tensor(processor.tokenizer.convert_tokens_to_ids(list(ORDINALS)))
+    ordinal_ids = torch.tensor(processor.tokenizer.convert_tokens_to_ids(list(ORDINALS)))
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
     ids = {
         name: processor.tokenizer.convert_tokens_to_ids(token)
@@ -186,18 +202,28 @@ def train_decoder(model, processor, args, rng) -> list[dict]:
     started = time.perf_counter()
     last_step = min(args.decoder_steps, args.stop_after or args.decoder_steps)
     for step in range(1, last_step + 1):
-        multi = step % args.multi_every == 0
+        compare_only = step <= args.compare_only_steps  # the curriculum: compare alone, then the mix
+        multi = compare_only or step % args.multi_every == 0
         kinds, size = (("compare",), args.batch // 2) if multi else (SINGLE_KINDS, args.batch)
+        max_images = args.compare_only_images if compare_only else 4
         drawn.clear()
         batch, labels, question_labels, batch_kinds = task_batch(
-            rng, processor, kinds, size, args.turns, ids, args.image_questions
+            rng, processor, kinds, size, args.turns, ids, args.image_questions, max_images
         )
-        outputs = inner(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            pixel_values=batch["pixel_values"],
-            output_hidden_states=bool(head is not None and multi),
-        )
+        scaffold = args.compare_scaffold * (1 - (step - 1) / args.compare_only_steps) if compare_only else 0.0
+        if scaffold:  # the picture's ordinal on its vision tokens, fading out over the curriculum
+            outputs = inner.language_model(
+                inputs_embeds=scaffolded_embeds(inner, batch, ids["image"], ordinal_ids, scaffold),
+                attention_mask=batch["attention_mask"],
+                output_hidden_states=bool(head is not None),
+            )
+        else:
+            outputs = inner(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                pixel_values=batch["pixel_values"],
+                output_hidden_states=bool(head is not None and multi),
+            )
         hidden = outputs.last_hidden_state
         logits = model.lm_head(hidden[:, :-1])
         targets = labels[:, 1:]
@@ -223,8 +249,8 @@ def train_decoder(model, processor, args, rng) -> list[dict]:
             correct = ((logits.argmax(-1) == targets) | ~first).all(dim=1)
         window += [(kind, ok, loss.item()) for kind, ok in zip(batch_kinds, correct.tolist())]
         if step % args.log_every == 0 or step == last_step:
-            per_kind = {k: np.mean([ok for kind, ok, _ in window if kind == k]) for k in KINDS}
-            per_kind = {k: round(float(v), 3) for k, v in per_kind.items() if not np.isnan(v)}
+            seen = [k for k in KINDS if any(kind == k for kind, *_ in window)]
+            per_kind = {k: round(float(np.mean([ok for kind, ok, _ in window if kind == k])), 3) for k in seen}
             mean_loss = float(np.mean([value for *_, value in window]))
             elapsed = time.perf_counter() - started
             log(
@@ -271,7 +297,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", type=Path, default=None, help="start from this v2 directory: no vision stage")
     parser.add_argument("--label-loss", type=float, default=0.0, help="weight of the label tokens' summary loss")
     parser.add_argument("--label-layer", type=int, default=8, help="hidden state the summary head reads")
+    parser.add_argument("--compare-only-steps", type=int, default=0, help="first decoder steps on `compare` alone")
+    parser.add_argument(
+        "--compare-only-images", type=int, default=4, help="most pictures per chat in those steps (2 to 4)"
+    )
+    parser.add_argument(
+        "--compare-scaffold", type=float, default=0.0, help="ordinal embedding on vision tokens then, fading to 0"
+    )
     args = parser.parse_args(argv)
+    if not 2 <= args.compare_only_images <= len(ORDINALS):
+        parser.error(f"--compare-only-images: {args.compare_only_images} is not allowed; use 2 to {len(ORDINALS)}")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
