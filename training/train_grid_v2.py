@@ -206,10 +206,10 @@ def train_decoder(model, processor, args, rng) -> list[dict]:
         multi = compare_only or step % args.multi_every == 0
         kinds, size = (("compare",), args.batch // 2) if multi else (SINGLE_KINDS, args.batch)
         max_images = args.compare_only_images if compare_only else 4
-        colour_counts = args.compare_only_counts if compare_only else 0.0
+        counts = (args.compare_only_counts, args.compare_only_picture_counts) if compare_only else (0.0, 0.0)
         drawn.clear()
         batch, labels, question_labels, batch_kinds = task_batch(
-            rng, processor, kinds, size, args.turns, ids, args.image_questions, max_images, colour_counts
+            rng, processor, kinds, size, args.turns, ids, args.image_questions, max_images, *counts
         )
         scaffold = args.compare_scaffold * (1 - (step - 1) / args.compare_only_steps) if compare_only else 0.0
         if scaffold:  # the picture's ordinal on its vision tokens, fading out over the curriculum
@@ -307,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--compare-only-counts", type=float, default=0.0, help="share of follow-ups then counting a colour and shape"
+    )
+    parser.add_argument(
+        "--compare-only-picture-counts", type=float, default=0.0, help="share of those counts in one named picture"
     )
     args = parser.parse_args(argv)
     if not 2 <= args.compare_only_images <= len(ORDINALS):
