@@ -150,40 +150,15 @@ def conversation(turns: list[tuple[str, str]], images: int) -> list[dict]:
     return messages
 
 
-def more_questions(
-    rng: np.random.Generator,
-    item,
-    count: int,
-    image_questions: float = 0.5,
-    colour_counts: float = 0.0,
-    picture_counts: float = 0.0,
-) -> list[tuple[str, str]]:
+def more_questions(rng: np.random.Generator, item, count: int, image_questions: float = 0.5) -> list[tuple[str, str]]:
     """`count` further questions about the same pictures as `item`, their kinds drawn like its own.
 
     Chats about several pictures also ask, with probability `image_questions`, for one cell of one picture named by
     its ordinal ("what is in row 2 column 3 in the second?"), a question of the tasks' own words
     that only a model which knows each vision token's picture can answer; `compare` needs that.
-    With probability `colour_counts` they ask how many of one colour and shape all the pictures
-    hold together ("how many red circles are there?"; the shape absent half the time): the search
-    `compare` needs, for its first answer word, without the picture it is in; a share
-    `picture_counts` of those count in one picture named by its ordinal ("... in the second?"),
-    whose count is nonzero exactly when `compare` names that picture.
     """
     turns = []
     for _ in range(count):
-        if item.kind == "compare" and colour_counts and rng.random() < colour_counts:
-            present = sorted({shape for scene in item.scenes for shape in scene.cells.values()}, key=Shape.describe)
-            absent = [Shape(c, k) for c in COLORS for k in SHAPES if Shape(c, k) not in present]
-            pool = absent if absent and rng.random() < 0.5 else present
-            target = pool[int(rng.integers(len(pool)))]
-            scenes, where = item.scenes, ""
-            if picture_counts and rng.random() < picture_counts:
-                image = int(rng.integers(len(item.scenes)))
-                scenes, where = item.scenes[image : image + 1], f" in the {ORDINALS[image]}"
-            total = sum(shape == target for scene in scenes for shape in scene.cells.values())
-            answer = f"{total} {target.kind}" + ("" if total == 1 else "s")
-            turns.append((f"how many {target.color} {target.kind}s are there{where}?", answer))
-            continue
         if item.kind == "compare" and image_questions and rng.random() < image_questions:
             # one cell of one picture, named by its ordinal: trains each vision token to know its image
             image = int(rng.integers(len(item.scenes)))
@@ -223,25 +198,15 @@ def task_batch(
     ids: dict,
     image_questions: float = 0.5,
     max_images: int = 4,
-    colour_counts: float = 0.0,
-    picture_counts: float = 0.0,
 ):
     """A right-padded training batch, labels on every answer and its `<|im_end|>`.
 
     Each sample is a chat about one task's pictures: the task's own question first (exactly the
     single-turn prompt the model answers at inference), then `turns - 1` more questions about the
-    same pictures, so one pass over the vision tokens trains several retrievals. `compare` chats
-    show 2 to `max_images` pictures; `image_questions`, `colour_counts` and `picture_counts` go to
-    `more_questions`.
+    same pictures, so one pass over the vision tokens trains several retrievals (2 to `max_images` pictures).
     """
     items = [make_task(kinds[int(rng.integers(len(kinds)))], rng, max_images=max_images) for _ in range(size)]
-    chats = [
-        [
-            (item.question, item.answer),
-            *more_questions(rng, item, turns - 1, image_questions, colour_counts, picture_counts),
-        ]
-        for item in items
-    ]
+    chats = [[(item.question, item.answer), *more_questions(rng, item, turns - 1, image_questions)] for item in items]
     texts = processor.apply_chat_template(
         [conversation(chat, len(item.scenes)) for chat, item in zip(chats, items)], tokenize=False
     )

@@ -21,6 +21,10 @@ Recipe:
    images with v2's chat template (the ordinal label after each image).
 4. Held-out evaluation on `make_tasks(split="test")` through `model.generate()`, in `training.json`.
 
+A `compare` curriculum, unused by the shipped command (docs/grid-model.md, runs d-k): the first
+`--compare-only-steps` decoder steps train on `compare` chats alone, optionally on fewer pictures,
+with an ordinal scaffold on the vision tokens, or with colour-count follow-ups.
+
 Usage:
     python training/train_grid_v2.py --out plphp/models/grid_v2
     python training/train_grid_v2.py --out /tmp/g2 --vision-steps 3 --decoder-steps 3 --eval-items 10
@@ -182,6 +186,38 @@ def scaffolded_embeds(inner, batch, image_id: int, ordinal_ids: torch.Tensor, we
     return embeds.masked_scatter(is_image[..., None], features.to(embeds.dtype))
 
 
+def counting_more_questions(more_questions, colour_counts: float, picture_counts: float):
+    """v1's `more_questions`, whose `compare` follow-ups count one colour and shape with probability `colour_counts`.
+
+    "How many red circles are there?" over all the pictures (the shape absent half the time): the
+    search `compare` needs for its first answer word, without the picture it is in. A share
+    `picture_counts` of them count in one picture named by its ordinal ("... in the second?"),
+    whose count is nonzero exactly when `compare` names that picture. Each follow-up draws from
+    `rng` in turn, as v1's does.
+    """
+
+    def follow_ups(rng, item, count: int, image_questions: float = 0.5) -> list[tuple[str, str]]:
+        turns = []
+        for _ in range(count):
+            if not (item.kind == "compare" and colour_counts and rng.random() < colour_counts):
+                turns += more_questions(rng, item, 1, image_questions)
+                continue
+            present = sorted({shape for scene in item.scenes for shape in scene.cells.values()}, key=Shape.describe)
+            absent = [shape for shape in ALL_SHAPES if shape not in present]
+            pool = absent if absent and rng.random() < 0.5 else present
+            target = pool[int(rng.integers(len(pool)))]
+            scenes, where = item.scenes, ""
+            if picture_counts and rng.random() < picture_counts:
+                image = int(rng.integers(len(item.scenes)))
+                scenes, where = item.scenes[image : image + 1], f" in the {ORDINALS[image]}"
+            total = sum(shape == target for scene in scenes for shape in scene.cells.values())
+            answer = f"{total} {target.kind}" + ("" if total == 1 else "s")
+            turns.append((f"how many {target.color} {target.kind}s are there{where}?", answer))
+        return turns
+
+    return follow_ups
+
+
 def train_decoder(model, processor, args, rng) -> list[dict]:
     inner = model.model
     params = [p for p in model.parameters() if p.requires_grad]
@@ -197,6 +233,8 @@ def train_decoder(model, processor, args, rng) -> list[dict]:
         for name, token in (("assistant", "assistant"), ("end", "<|im_end|>"), ("image", "<image>"))
     }
     ids["first_word"] = len(SPECIAL_TOKENS) + len(ROLE_WORDS)
+    more_questions = v1_script.more_questions
+    counting = counting_more_questions(more_questions, args.compare_only_counts, args.compare_only_picture_counts)
     model.train()
     history, window = [], []
     started = time.perf_counter()
@@ -206,10 +244,10 @@ def train_decoder(model, processor, args, rng) -> list[dict]:
         multi = compare_only or step % args.multi_every == 0
         kinds, size = (("compare",), args.batch // 2) if multi else (SINGLE_KINDS, args.batch)
         max_images = args.compare_only_images if compare_only else 4
-        counts = (args.compare_only_counts, args.compare_only_picture_counts) if compare_only else (0.0, 0.0)
+        v1_script.more_questions = counting if compare_only and args.compare_only_counts else more_questions
         drawn.clear()
         batch, labels, question_labels, batch_kinds = task_batch(
-            rng, processor, kinds, size, args.turns, ids, args.image_questions, max_images, *counts
+            rng, processor, kinds, size, args.turns, ids, args.image_questions, max_images
         )
         scaffold = args.compare_scaffold * (1 - (step - 1) / args.compare_only_steps) if compare_only else 0.0
         if scaffold:  # the picture's ordinal on its vision tokens, fading out over the curriculum
@@ -265,6 +303,7 @@ def train_decoder(model, processor, args, rng) -> list[dict]:
             model.eval()
             log(f"held-out at step {step}: {evaluate(model, processor, args.eval_every_items, args)['per_kind']}")
             model.train()
+    v1_script.more_questions = more_questions
     model.eval()
     return history
 
@@ -314,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 2 <= args.compare_only_images <= len(ORDINALS):
         parser.error(f"--compare-only-images: {args.compare_only_images} is not allowed; use 2 to {len(ORDINALS)}")
+    for name in ("compare_only_counts", "compare_only_picture_counts"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            parser.error(f"--{name.replace('_', '-')}: {getattr(args, name)} is not allowed; use a share from 0 to 1")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
