@@ -21,7 +21,7 @@ Recipe:
    images with v2's chat template (the ordinal label after each image).
 4. Held-out evaluation on `make_tasks(split="test")` through `model.generate()`, in `training.json`.
 
-A `compare` curriculum, unused by the shipped command (docs/grid-model.md, runs d-k): the first
+A `compare` curriculum, unused by the shipped command (docs/grid-model.md, runs d-l): the first
 `--compare-only-steps` decoder steps train on `compare` chats alone, optionally on fewer pictures,
 with an ordinal scaffold on the vision tokens, or with colour-count follow-ups.
 
