@@ -33,6 +33,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -55,7 +56,7 @@ from plphp.models.grid_v2 import (  # noqa: E402
     build_grid_v2_config,
     build_grid_v2_processor,
 )
-from plphp.tasks import COLORS, KINDS, ORDINALS, SHAPES, Shape, make_task, random_scene  # noqa: E402
+from plphp.tasks import COLORS, KINDS, ORDINALS, SHAPES, Shape, make_task, random_scene, vocabulary  # noqa: E402
 
 ROWS = COLS = 3
 SIDE = IMAGE_SIZE // PATCH_SIZE  # 6 tokens per side, 2 x 2 per cell
@@ -218,6 +219,11 @@ def counting_more_questions(more_questions, colour_counts: float, picture_counts
     return follow_ups
 
 
+def prefixed(item, prefix: str):
+    """`item` with `prefix` before its answer if it is a `compare` task."""
+    return dataclasses.replace(item, answer=prefix + item.answer) if item.kind == "compare" else item
+
+
 def train_decoder(model, processor, args, rng) -> list[dict]:
     inner = model.model
     params = [p for p in model.parameters() if p.requires_grad]
@@ -227,6 +233,10 @@ def train_decoder(model, processor, args, rng) -> list[dict]:
         params += list(head.parameters())
         v1_script.make_task = lambda *a, **k: drawn.append(make_task(*a, **k)) or drawn[-1]
     ordinal_ids = torch.tensor(processor.tokenizer.convert_tokens_to_ids(list(ORDINALS)))
+    if args.compare_answer_prefix:  # a diagnostic: every trained `compare` answer starts with a fixed word
+        prefix, draw, answer = args.compare_answer_prefix + " ", v1_script.make_task, v1_script.answer_for
+        v1_script.make_task = lambda kind, *a, **k: prefixed(draw(kind, *a, **k), prefix)
+        v1_script.answer_for = lambda kind, *a: (prefix if kind == "compare" else "") + answer(kind, *a)
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
     ids = {
         name: processor.tokenizer.convert_tokens_to_ids(token)
@@ -350,9 +360,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--compare-only-picture-counts", type=float, default=0.0, help="share of those counts in one named picture"
     )
+    parser.add_argument(
+        "--compare-answer-prefix", default="", help="diagnostic: a fixed word before trained `compare` answers"
+    )
     args = parser.parse_args(argv)
     if not 2 <= args.compare_only_images <= len(ORDINALS):
         parser.error(f"--compare-only-images: {args.compare_only_images} is not allowed; use 2 to {len(ORDINALS)}")
+    if args.compare_answer_prefix and args.compare_answer_prefix not in vocabulary():
+        parser.error(f"--compare-answer-prefix: {args.compare_answer_prefix!r} is not allowed; use a word of the tasks")
     for name in ("compare_only_counts", "compare_only_picture_counts"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             parser.error(f"--{name.replace('_', '-')}: {getattr(args, name)} is not allowed; use a share from 0 to 1")
