@@ -1,8 +1,8 @@
 """training/train_grid_v2.py: a few steps end to end, twice (a smoke test; the real run ships its
 weights and is never run in CI). Two runs with one seed give the same weights, bit for bit. The
 runs take every path of the decoder stage: a `compare`-only curriculum step on two pictures (with
-the ordinal scaffold and colour-count follow-ups), then a multi-image and a single-image step of
-the mix."""
+the ordinal scaffold, colour-count follow-ups and a prefixed answer), then a multi-image and a
+single-image step of the mix."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "training" / "train_grid_v2.py"
 ARGS = ["--threads", "1", "--vision-steps", "2", "--decoder-steps", "3", "--batch", "4", "--log-every", "1"]
 ARGS += ["--warmup", "1", "--eval-items", "5", "--eval-batch", "5", "--turns", "2"]
 ARGS += ["--compare-only-steps", "1", "--compare-only-images", "2", "--compare-scaffold", "1"]
-ARGS += ["--compare-only-counts", "0.5"]
+ARGS += ["--compare-only-counts", "0.5", "--compare-answer-prefix", "images"]
 
 
 def _train(out: Path) -> subprocess.CompletedProcess:

@@ -234,9 +234,9 @@ def train_decoder(model, processor, args, rng) -> list[dict]:
         v1_script.make_task = lambda *a, **k: drawn.append(make_task(*a, **k)) or drawn[-1]
     ordinal_ids = torch.tensor(processor.tokenizer.convert_tokens_to_ids(list(ORDINALS)))
     if args.compare_answer_prefix:  # a diagnostic: every trained `compare` answer starts with a fixed word
-        prefix, draw, answer = args.compare_answer_prefix + " ", v1_script.make_task, v1_script.answer_for
+        prefix, draw, answer_of = args.compare_answer_prefix + " ", v1_script.make_task, v1_script.answer_for
         v1_script.make_task = lambda kind, *a, **k: prefixed(draw(kind, *a, **k), prefix)
-        v1_script.answer_for = lambda kind, *a: (prefix if kind == "compare" else "") + answer(kind, *a)
+        v1_script.answer_for = lambda kind, *a: (prefix if kind == "compare" else "") + answer_of(kind, *a)
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
     ids = {
         name: processor.tokenizer.convert_tokens_to_ids(token)
