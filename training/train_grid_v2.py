@@ -21,9 +21,10 @@ Recipe:
    images with v2's chat template (the ordinal label after each image).
 4. Held-out evaluation on `make_tasks(split="test")` through `model.generate()`, in `training.json`.
 
-A `compare` curriculum, unused by the shipped command (docs/grid-model.md, runs d-l): the first
+A `compare` curriculum, unused by the shipped command (docs/grid-model.md, runs d-m): the first
 `--compare-only-steps` decoder steps train on `compare` chats alone, optionally on fewer pictures,
-with an ordinal scaffold on the vision tokens, or with colour-count follow-ups.
+with an ordinal scaffold on the vision tokens or with colour-count follow-ups; and, a diagnostic,
+`--compare-answer-prefix` puts a fixed first word before every trained `compare` answer.
 
 Usage:
     python training/train_grid_v2.py --out plphp/models/grid_v2
