@@ -197,14 +197,15 @@ def task_batch(
     turns: int,
     ids: dict,
     image_questions: float = 0.5,
+    max_images: int = 4,
 ):
     """A right-padded training batch, labels on every answer and its `<|im_end|>`.
 
     Each sample is a chat about one task's pictures: the task's own question first (exactly the
     single-turn prompt the model answers at inference), then `turns - 1` more questions about the
-    same pictures, so one pass over the vision tokens trains several retrievals.
+    same pictures, so one pass over the vision tokens trains several retrievals (2 to `max_images` pictures).
     """
-    items = [make_task(kinds[int(rng.integers(len(kinds)))], rng, max_images=4) for _ in range(size)]
+    items = [make_task(kinds[int(rng.integers(len(kinds)))], rng, max_images=max_images) for _ in range(size)]
     chats = [[(item.question, item.answer), *more_questions(rng, item, turns - 1, image_questions)] for item in items]
     texts = processor.apply_chat_template(
         [conversation(chat, len(item.scenes)) for chat, item in zip(chats, items)], tokenize=False

@@ -21,6 +21,11 @@ Recipe:
    images with v2's chat template (the ordinal label after each image).
 4. Held-out evaluation on `make_tasks(split="test")` through `model.generate()`, in `training.json`.
 
+A `compare` curriculum, unused by the shipped command (docs/grid-model.md, runs d-m): the first
+`--compare-only-steps` decoder steps train on `compare` chats alone, optionally on fewer pictures,
+with an ordinal scaffold on the vision tokens or with colour-count follow-ups; and, a diagnostic,
+`--compare-answer-prefix` puts a fixed first word before every trained `compare` answer.
+
 Usage:
     python training/train_grid_v2.py --out plphp/models/grid_v2
     python training/train_grid_v2.py --out /tmp/g2 --vision-steps 3 --decoder-steps 3 --eval-items 10
@@ -29,6 +34,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -51,7 +57,7 @@ from plphp.models.grid_v2 import (  # noqa: E402
     build_grid_v2_config,
     build_grid_v2_processor,
 )
-from plphp.tasks import COLORS, KINDS, ORDINALS, SHAPES, Shape, make_task, random_scene  # noqa: E402
+from plphp.tasks import COLORS, KINDS, ORDINALS, SHAPES, Shape, make_task, random_scene, vocabulary  # noqa: E402
 
 ROWS = COLS = 3
 SIDE = IMAGE_SIZE // PATCH_SIZE  # 6 tokens per side, 2 x 2 per cell
@@ -166,6 +172,59 @@ def label_summary_loss(hidden_states, input_ids, items, head, ordinal_ids, image
     return F.binary_cross_entropy_with_logits(head(torch.stack(states)), torch.stack(targets))
 
 
+def scaffolded_embeds(inner, batch, image_id: int, ordinal_ids: torch.Tensor, weight: float) -> torch.Tensor:
+    """[B, T, D] input embeddings with each picture's vision tokens plus `weight` x its ordinal's embedding.
+
+    A scaffold for the `compare` curriculum: it hands every vision token the picture it belongs to,
+    which the model must otherwise work out from positions, and it fades to nothing (`weight` 0 is
+    the real prompt).
+    """
+    ids = batch["input_ids"]
+    embeds = inner.get_input_embeddings()(ids)
+    features = torch.cat(list(inner.get_image_features(pixel_values=batch["pixel_values"]).pooler_output))
+    is_image = ids == image_id
+    picture = (is_image.long().cumsum(dim=1) - 1) // (SIDE * SIDE)  # [B, T]: index of the picture in its chat
+    features = features + weight * inner.get_input_embeddings()(ordinal_ids[picture[is_image]])
+    return embeds.masked_scatter(is_image[..., None], features.to(embeds.dtype))
+
+
+def counting_more_questions(more_questions, colour_counts: float, picture_counts: float):
+    """v1's `more_questions`, whose `compare` follow-ups count one colour and shape with probability `colour_counts`.
+
+    "How many red circles are there?" over all the pictures (the shape absent half the time): the
+    search `compare` needs for its first answer word, without the picture it is in. A share
+    `picture_counts` of them count in one picture named by its ordinal ("... in the second?"),
+    whose count is nonzero exactly when `compare` names that picture. Each follow-up draws from
+    `rng` in turn, as v1's does.
+    """
+
+    def follow_ups(rng, item, count: int, image_questions: float = 0.5) -> list[tuple[str, str]]:
+        turns = []
+        for _ in range(count):
+            if not (item.kind == "compare" and colour_counts and rng.random() < colour_counts):
+                turns += more_questions(rng, item, 1, image_questions)
+                continue
+            present = sorted({shape for scene in item.scenes for shape in scene.cells.values()}, key=Shape.describe)
+            absent = [shape for shape in ALL_SHAPES if shape not in present]
+            pool = absent if absent and rng.random() < 0.5 else present
+            target = pool[int(rng.integers(len(pool)))]
+            scenes, where = item.scenes, ""
+            if picture_counts and rng.random() < picture_counts:
+                image = int(rng.integers(len(item.scenes)))
+                scenes, where = item.scenes[image : image + 1], f" in the {ORDINALS[image]}"
+            total = sum(shape == target for scene in scenes for shape in scene.cells.values())
+            answer = f"{total} {target.kind}" + ("" if total == 1 else "s")
+            turns.append((f"how many {target.color} {target.kind}s are there{where}?", answer))
+        return turns
+
+    return follow_ups
+
+
+def prefixed(item, prefix: str):
+    """`item` with `prefix` before its answer if it is a `compare` task."""
+    return dataclasses.replace(item, answer=prefix + item.answer) if item.kind == "compare" else item
+
+
 def train_decoder(model, processor, args, rng) -> list[dict]:
     inner = model.model
     params = [p for p in model.parameters() if p.requires_grad]
@@ -174,30 +233,47 @@ def train_decoder(model, processor, args, rng) -> list[dict]:
         head = torch.nn.Linear(model.config.text_config.hidden_size, len(ALL_SHAPES))
         params += list(head.parameters())
         v1_script.make_task = lambda *a, **k: drawn.append(make_task(*a, **k)) or drawn[-1]
-        ordinal_ids = torch.tensor(processor.tokenizer.convert_tokens_to_ids(list(ORDINALS)))
+    ordinal_ids = torch.tensor(processor.tokenizer.convert_tokens_to_ids(list(ORDINALS)))
+    if args.compare_answer_prefix:  # a diagnostic: every trained `compare` answer starts with a fixed word
+        prefix, draw, answer_of = args.compare_answer_prefix + " ", v1_script.make_task, v1_script.answer_for
+        v1_script.make_task = lambda kind, *a, **k: prefixed(draw(kind, *a, **k), prefix)
+        v1_script.answer_for = lambda kind, *a: (prefix if kind == "compare" else "") + answer_of(kind, *a)
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
     ids = {
         name: processor.tokenizer.convert_tokens_to_ids(token)
         for name, token in (("assistant", "assistant"), ("end", "<|im_end|>"), ("image", "<image>"))
     }
     ids["first_word"] = len(SPECIAL_TOKENS) + len(ROLE_WORDS)
+    more_questions = v1_script.more_questions
+    counting = counting_more_questions(more_questions, args.compare_only_counts, args.compare_only_picture_counts)
     model.train()
     history, window = [], []
     started = time.perf_counter()
     last_step = min(args.decoder_steps, args.stop_after or args.decoder_steps)
     for step in range(1, last_step + 1):
-        multi = step % args.multi_every == 0
+        compare_only = step <= args.compare_only_steps  # the curriculum: compare alone, then the mix
+        multi = compare_only or step % args.multi_every == 0
         kinds, size = (("compare",), args.batch // 2) if multi else (SINGLE_KINDS, args.batch)
+        max_images = args.compare_only_images if compare_only else 4
+        v1_script.more_questions = counting if compare_only and args.compare_only_counts else more_questions
         drawn.clear()
         batch, labels, question_labels, batch_kinds = task_batch(
-            rng, processor, kinds, size, args.turns, ids, args.image_questions
+            rng, processor, kinds, size, args.turns, ids, args.image_questions, max_images
         )
-        outputs = inner(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            pixel_values=batch["pixel_values"],
-            output_hidden_states=bool(head is not None and multi),
-        )
+        scaffold = args.compare_scaffold * (1 - (step - 1) / args.compare_only_steps) if compare_only else 0.0
+        if scaffold:  # the picture's ordinal on its vision tokens, fading out over the curriculum
+            outputs = inner.language_model(
+                inputs_embeds=scaffolded_embeds(inner, batch, ids["image"], ordinal_ids, scaffold),
+                attention_mask=batch["attention_mask"],
+                output_hidden_states=bool(head is not None),
+            )
+        else:
+            outputs = inner(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                pixel_values=batch["pixel_values"],
+                output_hidden_states=bool(head is not None and multi),
+            )
         hidden = outputs.last_hidden_state
         logits = model.lm_head(hidden[:, :-1])
         targets = labels[:, 1:]
@@ -223,8 +299,8 @@ def train_decoder(model, processor, args, rng) -> list[dict]:
             correct = ((logits.argmax(-1) == targets) | ~first).all(dim=1)
         window += [(kind, ok, loss.item()) for kind, ok in zip(batch_kinds, correct.tolist())]
         if step % args.log_every == 0 or step == last_step:
-            per_kind = {k: np.mean([ok for kind, ok, _ in window if kind == k]) for k in KINDS}
-            per_kind = {k: round(float(v), 3) for k, v in per_kind.items() if not np.isnan(v)}
+            seen = [k for k in KINDS if any(kind == k for kind, *_ in window)]
+            per_kind = {k: round(float(np.mean([ok for kind, ok, _ in window if kind == k])), 3) for k in seen}
             mean_loss = float(np.mean([value for *_, value in window]))
             elapsed = time.perf_counter() - started
             log(
@@ -238,6 +314,7 @@ def train_decoder(model, processor, args, rng) -> list[dict]:
             model.eval()
             log(f"held-out at step {step}: {evaluate(model, processor, args.eval_every_items, args)['per_kind']}")
             model.train()
+    v1_script.more_questions = more_questions
     model.eval()
     return history
 
@@ -271,7 +348,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", type=Path, default=None, help="start from this v2 directory: no vision stage")
     parser.add_argument("--label-loss", type=float, default=0.0, help="weight of the label tokens' summary loss")
     parser.add_argument("--label-layer", type=int, default=8, help="hidden state the summary head reads")
+    parser.add_argument("--compare-only-steps", type=int, default=0, help="first decoder steps on `compare` alone")
+    parser.add_argument(
+        "--compare-only-images", type=int, default=4, help="most pictures per chat in those steps (2 to 4)"
+    )
+    parser.add_argument(
+        "--compare-scaffold", type=float, default=0.0, help="ordinal embedding on vision tokens then, fading to 0"
+    )
+    parser.add_argument(
+        "--compare-only-counts", type=float, default=0.0, help="share of follow-ups then counting a colour and shape"
+    )
+    parser.add_argument(
+        "--compare-only-picture-counts", type=float, default=0.0, help="share of those counts in one named picture"
+    )
+    parser.add_argument(
+        "--compare-answer-prefix", default="", help="diagnostic: a fixed word before trained `compare` answers"
+    )
     args = parser.parse_args(argv)
+    if not 2 <= args.compare_only_images <= len(ORDINALS):
+        parser.error(f"--compare-only-images: {args.compare_only_images} is not allowed; use 2 to {len(ORDINALS)}")
+    if args.compare_answer_prefix and args.compare_answer_prefix not in vocabulary():
+        parser.error(f"--compare-answer-prefix: {args.compare_answer_prefix!r} is not allowed; use a word of the tasks")
+    for name in ("compare_only_counts", "compare_only_picture_counts"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            parser.error(f"--{name.replace('_', '-')}: {getattr(args, name)} is not allowed; use a share from 0 to 1")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
