@@ -30,7 +30,10 @@ def test_the_kernels_are_timed_against_the_read_floor(tmp_path):
         assert all(k["read_GBps"] > 0 and k["bandwidth_share"] > 0 for k in kernels.values())
         assert result["kv_bytes_per_call"] == 2 * result["batch"] * 2 * (64 + 64) * 64 * 4  # K and V, float32
         assert set(result["score_product_GFLOPs_by_rows"]) == {"1", "7", "16", "64"}
-    assert "| 2 | grouped, torch products (plphp) |" in page.read_text() and payload["environment"]["torch_num_threads"] == 1
+    assert (
+        "| 2 | grouped, torch products (plphp) |" in page.read_text()
+        and payload["environment"]["torch_num_threads"] == 1
+    )
 
 
 def test_the_mlp_products_can_run_between_the_layers_calls(tmp_path):
