@@ -22,6 +22,7 @@ import torch
 from transformers.cache_utils import Cache, DynamicCache
 
 from plphp.backends import attention as attn
+from plphp.backends import native
 from plphp.backends.adapters import ModelAdapter
 from plphp.backends.cache import PrunableLayer
 from plphp.backends.compat import cache_argument, passed_cache
@@ -431,6 +432,8 @@ def apply(
     """
     resolved = load_policy(policy, **overrides)
     adapter = get_registry().adapter_for(model)
+    if decode_attention != "model" and getattr(getattr(model, "device", None), "type", None) == "cpu":
+        native.kernel()  # built once per machine: here, not inside the first decode step
     return Session(
         model,
         resolved,
