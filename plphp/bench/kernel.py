@@ -8,9 +8,10 @@ C B A, ...), and the K/V bytes read per second set against the measured read ban
 
 Kernels: plphp's native one-query kernel (`plphp.backends.native`, float32 on the CPU, where it
 builds), plphp's grouped kernel through torch's products (what runs elsewhere), and torch's sdpa
-with `enable_gqa` (what transformers' sdpa path calls for a decode step without a mask). A sum over the same keys and values runs in the
-same rounds: the read floor measured side by side, which a loaded machine slows as it slows the
-kernels (the separate bandwidth kernel, run once, does not see the same load).
+with `enable_gqa` (what transformers' sdpa path calls for a decode step without a mask). A sum over
+the same keys and values runs in the same rounds: the read floor measured side by side, which a
+loaded machine slows as it slows the kernels (the separate bandwidth kernel, run once, does not see
+the same load).
 """
 
 from __future__ import annotations
@@ -42,16 +43,14 @@ def _kernels(
     def sdpa(query, key, value):
         return torch.nn.functional.scaled_dot_product_attention(query, key, value, scale=scaling, enable_gqa=True)
 
-    kernels = {
-        NATIVE: lambda query, key, value: native.decode_attention(query, key, value, scaling, None, None),
-        "grouped, torch products (plphp)": lambda query, key, value: torch_grouped_decode_attention(
-            query, key, value, scaling
-        ),
-        "sdpa (enable_gqa)": sdpa,
-        READ: lambda query, key, value: (key.sum(), value.sum()),
-    }
-    if not native_applies:
-        del kernels[NATIVE]
+    kernels = {}
+    if native_applies:
+        kernels[NATIVE] = lambda query, key, value: native.decode_attention(query, key, value, scaling, None, None)
+    kernels["grouped, torch products (plphp)"] = lambda query, key, value: torch_grouped_decode_attention(
+        query, key, value, scaling
+    )
+    kernels["sdpa (enable_gqa)"] = sdpa
+    kernels[READ] = lambda query, key, value: (key.sum(), value.sum())
     return kernels
 
 
@@ -89,12 +88,10 @@ def measure_kernels(
 
     caches = [(buffer(), buffer()) for _ in range(layers)]
     hidden, intermediate = shape.hidden, shape.intermediate
-    mlp = (
-        [torch.randn(hidden, intermediate, device=device).to(dtype) for _ in range(2)]
-        + [torch.randn(intermediate, hidden, device=device).to(dtype)]
-        if between_layers
-        else []
-    )
+    mlp: list[torch.Tensor] = []  # gate, up, down
+    if between_layers:
+        shapes = ((hidden, intermediate), (hidden, intermediate), (intermediate, hidden))
+        mlp = [torch.randn(*dims, device=device).to(dtype) for dims in shapes]
     token = torch.randn(batch, hidden, device=device).to(dtype)
     query = torch.randn(batch, shape.heads, 1, shape.head_dim, generator=generator, device=device).to(dtype)
     scaling = shape.head_dim**-0.5

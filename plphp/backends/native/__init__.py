@@ -9,8 +9,9 @@ online (docs/architecture.md, "The decode path of pruned layers").
 It is compiled with the system's C compiler (`$CC`, else `cc`) for the machine it runs on
 (`-march=native`), once per source, flags and processor, into `$PLPHP_KERNEL_CACHE` (default
 `~/.cache/plphp/kernels`). It is linked against the OpenMP runtime torch has loaded, so its threads
-(`torch.get_num_threads()`) are torch's own pool; where none is found it runs on one thread. Where there is no compiler, or the build fails, or
-`PLPHP_NATIVE_KERNEL=0`, `kernel()` is None and plphp decodes through torch (`status()` says why).
+(`torch.get_num_threads()`) are torch's own pool; where none is found it runs on one thread. Where
+there is no compiler, or the build fails, or `PLPHP_NATIVE_KERNEL=0`, `kernel()` is None and plphp
+decodes through torch (`status()` says why).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@
  * head (0 broadcasts over heads), read only in the column range [lo, hi); out [B, Hkv, G, D].
  *
  * Built by plphp/backends/native/__init__.py with -O3 -march=native and without -ffast-math (which
- * would change the floating-point mode of the whole process). With AVX-512 and D a multiple of 16 the
+ * would change the floating-point mode of the whole process). With AVX-512 and D a multiple of 32 the
  * products are hand-vectorised; otherwise a portable loop is compiled for whatever the machine has.
  * The (sample, KV head) pairs are split over OpenMP threads where it is linked against the OpenMP
  * runtime torch itself uses (one pool of threads, not two competing ones); otherwise it runs on one.
@@ -117,7 +117,7 @@ static inline __m512 sum16(const __m512 p[16]) {
     return _mm512_add_ps(_mm512_shuffle_f32x4(c[0], c[1], 0x88), _mm512_shuffle_f32x4(c[0], c[1], 0xDD));
 }
 
-/* G and NC (= D / 16) are compile-time constants where pair_avx512 is inlined from dispatch_avx512. */
+/* G and NC (= D / 16) are compile-time constants where pair_avx512 is inlined from pair_dispatch_avx512. */
 static inline __attribute__((always_inline)) void pair_avx512(const Job *job, const float *restrict q,
                                                               const float *restrict k, const float *restrict v,
                                                               const uint8_t *restrict valid, float *restrict out,
