@@ -33,7 +33,8 @@ from plphp.bench.environment import environment
 from plphp.evaluation.dataset import builtin_items
 from plphp.evaluation.run import evaluate
 from plphp.evaluation.runner import EvalSettings
-from plphp.models.grid import load_grid_model
+from plphp.models.builtin import task_layout
+from plphp.models.grid import GRID_MODEL_DIR, load_grid_model
 from plphp.policy import load_policy
 
 BUDGETS = (0.5, 0.3, 0.15)
@@ -115,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     console = Console()
     model, processor = load_grid_model(args.model)
-    items = builtin_items(args.items, seed=0)
+    layout = task_layout(args.model or GRID_MODEL_DIR)  # the pictures the model was trained on
+    items = builtin_items(args.items, seed=0, layout=layout)
     policies = window_policies() if args.windows else budget_policies(extended=args.extended)
     results = evaluate(
         model,
@@ -124,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         policies=policies,
         out_dir=args.out,
         settings=EvalSettings(batch_size=args.batch_size, max_new_tokens=16, recall=not args.no_recall),
-        run_info={"model": str(args.model or "grid (shipped)"), "dataset": f"built-in tasks, seed 0, {args.items}"},
+        run_info={
+            "model": str(args.model or "grid (shipped)"),
+            "dataset": f"built-in tasks, seed 0, {args.items}, {layout} layout",
+        },
         console=console,
         overwrite=args.overwrite,
     )

@@ -24,7 +24,7 @@ from plphp.backends.recall import recall_for
 from plphp.backends.session import apply
 from plphp.errors import ConfigError
 from plphp.inspect.patches import kept_patches_figure
-from plphp.models.builtin import GRID, GRID_V2, load_builtin_model
+from plphp.models.builtin import GRID, GRID_V2, load_builtin_model, task_layout
 from plphp.policy import load_policy
 from plphp.registry import get_registry
 from plphp.report import PruningReport
@@ -54,7 +54,7 @@ def run_demo(
         )
     session = apply(model, resolved)  # refuses a layer range this model does not have, before anything runs
     trained = arch in (GRID, GRID_V2)
-    tasks = make_tasks(len(KINDS), seed=0, kinds=KINDS, max_images=3)
+    tasks = make_tasks(len(KINDS), seed=0, kinds=KINDS, max_images=3, layout=task_layout(arch))
     images = [task.images() for task in tasks]
     inputs = chat_inputs(processor, [(task.question, pictures) for task, pictures in zip(tasks, images)], model.device)
     settings = {"max_new_tokens": max_new_tokens, "do_sample": False}

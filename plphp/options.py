@@ -37,6 +37,15 @@ TaskOption = Annotated[
     typer.Option("--task", help="built-in tasks: kind, repeatable (locate, identify, count, list_row, compare)"),
 ]
 
+#: `--layout`: how the built-in tasks draw their pictures (`plphp.tasks.LAYOUTS`, or `auto`).
+LayoutOption = Annotated[
+    str,
+    typer.Option(
+        help="built-in tasks: 'cell' (shapes fill their cells), 'quadrant' (small, in one quadrant) or 'auto' "
+        "(the layout the model was trained on, from its training.json; else cell)"
+    ),
+]
+
 #: `--device` and `--dtype` of a loaded model.
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")]
 DtypeOption = Annotated[str, typer.Option(help="float32, float16, bfloat16, auto")]

@@ -347,7 +347,7 @@ def evaluate(model, processor, num_items: int, args) -> dict:
     """Exact match of greedy `generate()` on the held-out split, per kind, single and multi-image."""
     from plphp.backends.inputs import chat_inputs
 
-    items = make_tasks(num_items, seed=0, split="test")
+    items = make_tasks(num_items, seed=0, split="test", layout=getattr(args, "layout", "cell"))
     records = []
     for start in range(0, len(items), args.eval_batch):
         chunk = items[start : start + args.eval_batch]

@@ -9,7 +9,16 @@ import typer
 from rich.console import Console
 
 from plphp.errors import PlphpError
-from plphp.options import ArchOption, DatasetOption, DeviceOption, DtypeOption, ModelOption, SeedOption, TaskOption
+from plphp.options import (
+    ArchOption,
+    DatasetOption,
+    DeviceOption,
+    DtypeOption,
+    LayoutOption,
+    ModelOption,
+    SeedOption,
+    TaskOption,
+)
 
 if TYPE_CHECKING:
     from plphp.evaluation.parallel import Shard
@@ -30,6 +39,7 @@ def eval_command(
     num_items: Annotated[int, typer.Option(min=1, help="built-in tasks: how many")] = 20,
     seed: SeedOption = 0,
     task: TaskOption = None,
+    layout: LayoutOption = "auto",
     batch_size: Annotated[int, typer.Option(min=1)] = 4,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="upper bound; a batch stops at its longest answer")] = 32,
     recall: Annotated[bool, typer.Option(help="measure attention recall (one more unpruned pass)")] = True,
@@ -43,7 +53,7 @@ def eval_command(
     Results are appended to OUT/items.jsonl as batches finish; rerunning the same command resumes.
     Under `torchrun` or `accelerate launch` the processes share the batches and rank 0 writes the results.
     """
-    from plphp.evaluation.dataset import builtin_items, load_jsonl
+    from plphp.evaluation.dataset import builtin_items, load_jsonl, resolve_layout
     from plphp.evaluation.parallel import Shard
     from plphp.evaluation.run import evaluate
     from plphp.evaluation.runner import EvalSettings
@@ -59,8 +69,9 @@ def eval_command(
             items = load_jsonl(dataset)
             dataset_name = str(dataset.resolve())
         else:
-            items = builtin_items(num_items, seed=seed, kinds=task)
-            dataset_name = f"built-in tasks (seed {seed}, {num_items} items, kinds {task or 'all'})"
+            layout = resolve_layout(layout, model or arch)
+            items = builtin_items(num_items, seed=seed, kinds=task, layout=layout)
+            dataset_name = f"built-in tasks (seed {seed}, {num_items} items, kinds {task or 'all'}, {layout} layout)"
         for spec in policy or []:  # a typo in a policy name costs no model loading
             load_policy(spec)
         with console.status(f"loading {model or 'the ' + arch + ' model'}"):
@@ -132,14 +143,16 @@ def export_tasks_command(
     num_items: Annotated[int, typer.Option(min=1, help="how many items")] = 40,
     seed: SeedOption = 0,
     task: TaskOption = None,
+    layout: LayoutOption = "cell",
 ) -> None:
     """Write the built-in grid tasks to local files: a JSONL dataset with PNG pictures for `plphp eval
     --dataset`, and the lmms-eval task `plphp_grid` around it (`--include_path OUT`)."""
-    from plphp.evaluation.dataset import builtin_items
+    from plphp.evaluation.dataset import builtin_items, resolve_layout
     from plphp.evaluation.export import TASK_NAME, export_tasks
 
     try:
-        data = export_tasks(builtin_items(num_items, seed=seed, kinds=task), out)
+        items = builtin_items(num_items, seed=seed, kinds=task, layout=resolve_layout(layout, "grid"))
+        data = export_tasks(items, out)
     except (PlphpError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None

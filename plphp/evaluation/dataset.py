@@ -70,7 +70,7 @@ def builtin_items(
         num_items: how many.
         seed: the tasks' seed.
         kinds: task kinds (all by default).
-        **grid: `rows`, `cols`, `size`, `max_images`, passed to `plphp.tasks.make_tasks`.
+        **grid: `rows`, `cols`, `size`, `max_images`, `layout`, passed to `plphp.tasks.make_tasks`.
     """
     from plphp.tasks import KINDS, make_tasks
 
@@ -87,6 +87,23 @@ def builtin_items(
         )
         for task in tasks
     ]
+
+
+def resolve_layout(layout: str, model: str | os.PathLike) -> str:
+    """`--layout`: `cell` or `quadrant` as given, or for `auto` the layout `model` was trained on.
+
+    Raises:
+        DatasetError: for any other value.
+    """
+    from plphp.tasks import LAYOUTS
+
+    if layout == "auto":
+        from plphp.models.builtin import task_layout
+
+        return task_layout(model)
+    if layout not in LAYOUTS:
+        raise DatasetError(f"layout: {layout!r} is not allowed; use auto, {', '.join(LAYOUTS)}")
+    return layout
 
 
 def _open_images(paths: Sequence[Path]) -> Callable[[], list[Image.Image]]:

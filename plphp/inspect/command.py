@@ -9,7 +9,15 @@ import typer
 from rich.console import Console
 
 from plphp.errors import ConfigError, PlphpError
-from plphp.options import ArchOption, DatasetOption, DeviceOption, DtypeOption, ModelOption, SeedOption
+from plphp.options import (
+    ArchOption,
+    DatasetOption,
+    DeviceOption,
+    DtypeOption,
+    LayoutOption,
+    ModelOption,
+    SeedOption,
+)
 
 console = Console()
 
@@ -26,6 +34,7 @@ def inspect_command(
         int | None, typer.Option(min=1, help="how many built-in tasks (default 4) or --dataset rows (default all)")
     ] = None,
     seed: SeedOption = 0,
+    layout: LayoutOption = "auto",
     policy: Annotated[
         list[str] | None, typer.Option("--policy", "-p", help="preset or policy file, repeatable; default: plphp")
     ] = None,
@@ -49,7 +58,7 @@ def inspect_command(
 
     try:
         _check_device_and_dtype(model or arch, device, dtype)
-        items, dataset_name = _items(image, prompt, dataset, num_items, seed)
+        items, dataset_name = _items(image, prompt, dataset, num_items, seed, (layout, model or arch))
         load_policies(policy)  # a typo in a policy name costs no model loading
         with console.status(f"loading {model or 'the ' + arch + ' model'}"):
             loaded, processor, model_name = _load(model, arch, device, dtype)
@@ -72,8 +81,8 @@ def inspect_command(
     console.print(f"wrote {len(data['figures'])} figures, inspect.json and index.html to {out}")
 
 
-def _items(image, prompt, dataset, num_items, seed):
-    from plphp.evaluation.dataset import EvalItem, builtin_items, load_jsonl
+def _items(image, prompt, dataset, num_items, seed, layout_of):
+    from plphp.evaluation.dataset import EvalItem, builtin_items, load_jsonl, resolve_layout
     from plphp.runconfig import image_problem
 
     if image or prompt is not None:
@@ -107,4 +116,6 @@ def _items(image, prompt, dataset, num_items, seed):
         rows = load_jsonl(dataset)
         return rows[:num_items] if num_items else rows, str(dataset.resolve())
     count = num_items or 4
-    return builtin_items(count, seed=seed), f"built-in tasks (seed {seed}, {count} items)"
+    layout = resolve_layout(*layout_of)
+    items = builtin_items(count, seed=seed, layout=layout)
+    return items, f"built-in tasks (seed {seed}, {count} items, {layout} layout)"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 from plphp.errors import ConfigError
 from plphp.models.common import ARCHITECTURES
-from plphp.models.grid import load_grid_model
-from plphp.models.grid_v2 import load_grid_v2_model
+from plphp.models.grid import GRID_MODEL_DIR, load_grid_model
+from plphp.models.grid_v2 import GRID_V2_MODEL_DIR, load_grid_v2_model
 from plphp.models.processors import build_tiny_processor
 from plphp.models.tiny import build_tiny_model
 
@@ -40,3 +43,17 @@ def load_builtin_model(name: str = GRID) -> tuple[Any, Any, str]:
         raise ConfigError(f"arch: {name!r} is not a built-in model; use one of {', '.join(BUILTIN_MODELS)}")
     model = build_tiny_model(name, seed=0, num_layers=12)
     return model, build_tiny_processor(name), f"a tiny {name} model (random weights: its answers mean nothing)"
+
+
+def task_layout(model: str | os.PathLike) -> str:
+    """The picture layout (`plphp.tasks.LAYOUTS`) a built-in model name or model directory was trained on.
+
+    The `layout` setting its training script recorded in `training.json` beside the weights;
+    `cell` (shapes filling their cells) when there is none: tiny models, hub ids, other checkpoints.
+    """
+    directory = {GRID: GRID_MODEL_DIR, GRID_V2: GRID_V2_MODEL_DIR}.get(str(model), Path(model))
+    try:
+        settings = json.loads((Path(directory) / "training.json").read_text()).get("settings", {})
+    except (OSError, ValueError, AttributeError):
+        return "cell"
+    return str(settings.get("layout", "cell"))

@@ -27,12 +27,13 @@ from plphp.tasks.generator import (
     vocabulary,
     words,
 )
-from plphp.tasks.scenes import COLORS, SHAPES, Scene, Shape, random_scene
+from plphp.tasks.scenes import COLORS, LAYOUTS, SHAPES, Scene, Shape, random_scene, with_layout
 from plphp.tasks.scoring import exact_match, normalize, token_accuracy
 
 __all__ = [
     "COLORS",
     "KINDS",
+    "LAYOUTS",
     "MULTI_IMAGE_KINDS",
     "ORDINALS",
     "SHAPES",
@@ -50,5 +51,6 @@ __all__ = [
     "random_scene",
     "token_accuracy",
     "vocabulary",
+    "with_layout",
     "words",
 ]

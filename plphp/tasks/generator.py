@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from plphp.tasks.scenes import COLORS, SHAPES, Scene, Shape, random_scene
+from plphp.tasks.scenes import COLORS, LAYOUTS, SHAPES, Scene, Shape, random_scene, with_layout
 
 KINDS: tuple[str, ...] = ("locate", "identify", "count", "list_row", "compare")
 SINGLE_IMAGE_KINDS: tuple[str, ...] = ("locate", "identify", "count", "list_row")
@@ -120,8 +120,15 @@ def make_task(
     cols: int = 3,
     size: int = 96,
     max_images: int = 4,
+    layout: str = "cell",
 ) -> TaskItem:
-    """One task of `kind`, drawn from `rng`."""
+    """One task of `kind`, drawn from `rng`.
+
+    A `quadrant` layout draws the shapes' quadrants last, so the question, the answer and the
+    cells are those of the `cell` task drawn from the same `rng`; only the pictures differ.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout: {layout!r} is not allowed; use one of {LAYOUTS}")
     if kind == "compare":
         count = int(rng.integers(2, max(2, min(max_images, len(ORDINALS))) + 1))
         scenes = tuple(random_scene(rng, rows, cols, size, min_shapes=1) for _ in range(count))
@@ -144,11 +151,14 @@ def make_task(
             params = {"row": int(rng.integers(1, rows + 1))}
         else:
             raise ValueError(f"unknown task kind {kind!r}; expected one of {KINDS}")
+    answer = answer_for(kind, scenes, params)
+    if layout != "cell":
+        scenes = tuple(with_layout(scene, layout, rng) for scene in scenes)
     return TaskItem(
         id=item_id,
         kind=kind,
         question=question_for(kind, params),
-        answer=answer_for(kind, scenes, params),
+        answer=answer,
         scenes=scenes,
         params=params,
     )
@@ -164,6 +174,7 @@ def make_tasks(
     cols: int = 3,
     size: int = 96,
     max_images: int = 4,
+    layout: str = "cell",
 ) -> list[TaskItem]:
     """A deterministic list of tasks; the kinds take turns.
 
@@ -179,6 +190,8 @@ def make_tasks(
         cols: grid columns per picture.
         size: picture width and height in pixels.
         max_images: most pictures in a `compare` task (2 to 4).
+        layout: `cell` (shapes fill their cells) or `quadrant` (each drawn small in one quadrant of
+            its cell; the same questions and answers): see `plphp.tasks.scenes`.
     """
     if split not in SPLITS:
         raise ValueError(f"split: {split!r} is not allowed; use one of {SPLITS}")
@@ -190,7 +203,9 @@ def make_tasks(
         rng = np.random.default_rng([seed, SPLITS.index(split), index])
         kind = kinds[index % len(kinds)]
         item_id = f"{split}-{seed}-{index}"
-        items.append(make_task(kind, rng, item_id=item_id, rows=rows, cols=cols, size=size, max_images=max_images))
+        items.append(
+            make_task(kind, rng, item_id=item_id, rows=rows, cols=cols, size=size, max_images=max_images, layout=layout)
+        )
     return items
 
 

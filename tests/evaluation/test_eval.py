@@ -238,6 +238,7 @@ def test_cli_runs_the_builtin_tasks_with_the_default_policies(tmp_path):
         assert name in result.stdout
     assert (tmp_path / "out" / "eval.png").is_file()
     assert results["settings"]["model"] == "grid model (plphp, trained)"  # the default model
+    assert results["settings"]["dataset"].endswith("cell layout)")  # the pictures it was trained on
 
 
 def test_cli_builds_a_random_tiny_architecture_on_request(tmp_path):
@@ -247,6 +248,19 @@ def test_cli_builds_a_random_tiny_architecture_on_request(tmp_path):
     assert results["settings"]["model"] == "tiny qwen2_vl (random weights, seed 0, 12 layers)"
     result = _cli("--arch", "qwen3", "--num-items", "2", "--out", "out2", cwd=tmp_path)
     assert result.returncode == 2 and "'qwen3' is not a built-in model" in result.stdout
+    result = _cli("--layout", "small", "--num-items", "2", "--out", "out3", cwd=tmp_path)
+    assert result.returncode == 2 and "layout: 'small' is not allowed; use auto, cell, quadrant" in result.stdout
+
+
+def test_auto_layout_is_what_the_model_was_trained_on(tmp_path):
+    from plphp.evaluation.dataset import resolve_layout
+    from plphp.models.builtin import task_layout
+
+    assert task_layout("grid") == "cell" and task_layout("qwen2_vl") == "cell"
+    assert task_layout(tmp_path) == "cell"  # no training.json
+    (tmp_path / "training.json").write_text(json.dumps({"settings": {"layout": "quadrant"}}))
+    assert task_layout(tmp_path) == resolve_layout("auto", tmp_path) == "quadrant"
+    assert resolve_layout("cell", tmp_path) == "cell"
 
 
 def test_policy_files_are_named_by_their_stem_unless_two_clash():

@@ -29,6 +29,7 @@ import torch
 from plphp.evaluation.dataset import builtin_items
 from plphp.evaluation.run import evaluate
 from plphp.evaluation.runner import EvalSettings
+from plphp.models.builtin import task_layout
 from plphp.models.grid_v2 import load_grid_v2_model
 from plphp.tasks import SINGLE_IMAGE_KINDS
 
@@ -48,7 +49,9 @@ def results(tmp_path_factory):
     torch.set_num_threads(1)  # the model is tiny: one thread is fastest and keeps the run reproducible
     try:
         model, processor = load_grid_v2_model()
-        items = builtin_items(80, seed=0, kinds=SINGLE_IMAGE_KINDS) + builtin_items(40, seed=1, kinds=["compare"])
+        layout = task_layout("grid-v2")  # the pictures it was trained on
+        items = builtin_items(80, seed=0, kinds=SINGLE_IMAGE_KINDS, layout=layout)
+        items += builtin_items(40, seed=1, kinds=["compare"], layout=layout)
         out = evaluate(
             model,
             processor,

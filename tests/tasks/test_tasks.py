@@ -131,3 +131,27 @@ def test_bad_arguments_are_named():
         make_tasks(1, split="dev")
     with pytest.raises(ValueError, match="kinds"):
         make_tasks(1, kinds=["colour"])
+    with pytest.raises(ValueError, match=r"layout: 'small' is not allowed; use one of \('cell', 'quadrant'\)"):
+        make_tasks(1, layout="small")
+
+
+def test_quadrant_layout_keeps_every_question_and_answer_and_draws_each_shape_in_its_quadrant():
+    cell, quadrant = make_tasks(60, seed=7), make_tasks(60, seed=7, layout="quadrant")
+    assert [(t.question, t.answer, t.params) for t in cell] == [(t.question, t.answer, t.params) for t in quadrant]
+    spots = set()
+    for task in quadrant:
+        for image, scene in zip(task.images(), task.scenes):
+            assert scene.layout == "quadrant" and set(scene.spots) == set(scene.cells)
+            pixels = np.asarray(image)
+            for (row, col), shape in scene.cells.items():
+                x0, y0, x1, y1 = scene.cell_box(row, col)
+                half = (x1 - x0) // 2
+                for q in range(4):  # the shape's colour fills part of its spot and no other quadrant
+                    qx, qy = x0 + (q % 2) * half, y0 + (q // 2) * half
+                    block = pixels[qy : qy + half, qx : qx + half].reshape(-1, 3)
+                    share = (block == COLORS[shape.color]).all(axis=1).mean()
+                    assert (share > 0.2) if q == scene.spots[(row, col)] else share == 0
+                spots.add(scene.spots[(row, col)])
+        assert Scene.from_dict(task.scenes[0].to_dict()) == task.scenes[0]
+    assert spots == {0, 1, 2, 3}
+    assert all(scene.layout == "cell" and "spots" not in scene.to_dict() for t in cell for scene in t.scenes)
