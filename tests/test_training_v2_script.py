@@ -2,7 +2,7 @@
 weights and is never run in CI). Two runs with one seed give the same weights, bit for bit. The
 runs take every path of the decoder stage: a `compare`-only curriculum step on two pictures (with
 the ordinal scaffold, colour-count follow-ups and a prefixed answer), then a multi-image and a
-single-image step of the mix."""
+single-image step of the mix, on pictures of the `quadrant` layout."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "training" / "train_grid_v2.py"
 ARGS = ["--threads", "1", "--vision-steps", "2", "--decoder-steps", "3", "--batch", "4", "--log-every", "1"]
 ARGS += ["--warmup", "1", "--eval-items", "5", "--eval-batch", "5", "--turns", "2"]
 ARGS += ["--compare-only-steps", "1", "--compare-only-images", "2", "--compare-scaffold", "1"]
-ARGS += ["--compare-only-counts", "0.5", "--compare-answer-prefix", "images"]
+ARGS += ["--compare-only-counts", "0.5", "--compare-answer-prefix", "images", "--layout", "quadrant"]
+ARGS += ["--label-loss", "0.3", "--answer-preview", "1"]
 
 
 def _train(out: Path) -> subprocess.CompletedProcess:
@@ -42,6 +43,9 @@ def test_v2_training_is_deterministic_and_writes_a_loadable_model(tmp_path):
     assert record["held_out"]["items"] == 5
     assert [set(row["teacher_forced_exact"]) <= {"compare"} for row in record["history"]] == [True, True, False]
     assert set(record["vision"]["patch_accuracy"]) == {"row", "column", "colour", "shape_part"}
+    from plphp.models.builtin import task_layout
+
+    assert task_layout(tmp_path / "a") == "quadrant"  # what `plphp eval --layout auto` draws for it
 
     from plphp.models.grid_v2 import build_grid_v2_processor, load_grid_v2_model
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import sys
@@ -57,7 +58,18 @@ from plphp.models.grid_v2 import (  # noqa: E402
     build_grid_v2_config,
     build_grid_v2_processor,
 )
-from plphp.tasks import COLORS, KINDS, ORDINALS, SHAPES, Shape, make_task, random_scene, vocabulary  # noqa: E402
+from plphp.tasks import (  # noqa: E402
+    COLORS,
+    KINDS,
+    LAYOUTS,
+    ORDINALS,
+    SHAPES,
+    Shape,
+    make_task,
+    random_scene,
+    vocabulary,
+    with_layout,
+)
 
 ROWS = COLS = 3
 SIDE = IMAGE_SIZE // PATCH_SIZE  # 6 tokens per side, 2 x 2 per cell
@@ -68,13 +80,18 @@ V1_SIDE = 9
 
 
 def patch_targets(scene) -> torch.Tensor:
-    """[SIDE * SIDE, 4]: row, column, colour (0 = empty) and shape part (0 = empty, else kind x quadrant)."""
+    """[SIDE * SIDE, 4]: row, column, colour (0 = empty) and shape part (0 = empty, else kind x quadrant).
+
+    In a `quadrant` scene a shape lies in one patch, its spot; the cell's other patches are empty.
+    """
     targets = torch.zeros(SIDE, SIDE, 4, dtype=torch.long)
     for i in range(SIDE):
         for j in range(SIDE):
             row, col = i // PER_CELL + 1, j // PER_CELL + 1
             shape = scene.cells.get((row, col))
             quadrant = (i % PER_CELL) * PER_CELL + j % PER_CELL
+            if scene.spots.get((row, col), quadrant) != quadrant:
+                shape = None
             color = COLOR_NAMES.index(shape.color) + 1 if shape else 0
             part = 1 + SHAPES.index(shape.kind) * PER_CELL**2 + quadrant if shape else 0
             targets[i, j] = torch.tensor([row - 1, col - 1, color, part])
@@ -96,13 +113,13 @@ def train_vision(model, processor, teacher, teacher_processor, args, rng) -> dic
     optimizer = torch.optim.AdamW(params, lr=args.vision_lr, weight_decay=0.0)
 
     def batch(generator, size):
-        scenes = [
-            random_scene(generator, ROWS, COLS, 96, min_shapes=1, max_shapes=int(generator.integers(1, 10)))
-            for _ in range(size)
-        ]
-        images = [scene.render() for scene in scenes]
-        pixels = processor.image_processor(images, return_tensors="pt")["pixel_values"]
-        with torch.no_grad():
+        scenes = []
+        for _ in range(size):
+            scene = random_scene(generator, ROWS, COLS, 96, min_shapes=1, max_shapes=int(generator.integers(1, 10)))
+            scenes.append(scene if args.layout == "cell" else with_layout(scene, args.layout, generator))
+        pixels = processor.image_processor([scene.render() for scene in scenes], return_tensors="pt")["pixel_values"]
+        with torch.no_grad():  # v1 reads the same cells drawn its own way, shapes filling them
+            images = [with_layout(scene, "cell", generator).render() for scene in scenes]
             v1_pixels = teacher_processor.image_processor(images, return_tensors="pt")["pixel_values"]
             target = cell_means(torch.stack(teacher.model.get_image_features(pixel_values=v1_pixels).pooler_output), 9)
         return pixels, torch.stack([patch_targets(scene) for scene in scenes]), target
@@ -172,6 +189,27 @@ def label_summary_loss(hidden_states, input_ids, items, head, ordinal_ids, image
     return F.binary_cross_entropy_with_logits(head(torch.stack(states)), torch.stack(targets))
 
 
+def answer_preview_loss(hidden, targets, head, end_id: int) -> torch.Tensor:
+    """BCE of `head` at each answer's first position (the prompt's last token): which words the whole answer holds.
+
+    `hidden` [B, T, D] are the states that predict `targets` [B, T] (labels shifted by one, -100
+    outside answers). The first position of every answer span is where the answer's first word
+    is predicted; the preview makes that state gather what the rest of the answer needs, as the
+    last prompt token of a large model does when it plans its answer.
+    """
+    answer = targets != -100
+    starts = answer & ~torch.cat([torch.zeros_like(answer[:, :1]), answer[:, :-1]], dim=1)
+    turn = starts.long().cumsum(dim=1)
+    states, bags = [], []
+    for b, position in starts.nonzero().tolist():
+        words = targets[b][answer[b] & (turn[b] == turn[b, position]) & (targets[b] != end_id)]
+        bag = torch.zeros(head.out_features)
+        bag[words] = 1.0
+        states.append(hidden[b, position])
+        bags.append(bag)
+    return F.binary_cross_entropy_with_logits(head(torch.stack(states)), torch.stack(bags))
+
+
 def scaffolded_embeds(inner, batch, image_id: int, ordinal_ids: torch.Tensor, weight: float) -> torch.Tensor:
     """[B, T, D] input embeddings with each picture's vision tokens plus `weight` x its ordinal's embedding.
 
@@ -229,10 +267,16 @@ def train_decoder(model, processor, args, rng) -> list[dict]:
     inner = model.model
     params = [p for p in model.parameters() if p.requires_grad]
     drawn, head = [], None
+    v1_script.make_task = functools.partial(make_task, layout=args.layout)  # the pictures of `--layout`
     if args.label_loss:  # record the drawn items (their scenes) and train a summary head on the labels
         head = torch.nn.Linear(model.config.text_config.hidden_size, len(ALL_SHAPES))
         params += list(head.parameters())
-        v1_script.make_task = lambda *a, **k: drawn.append(make_task(*a, **k)) or drawn[-1]
+        draw_laid_out = v1_script.make_task
+        v1_script.make_task = lambda *a, **k: drawn.append(draw_laid_out(*a, **k)) or drawn[-1]
+    preview = None
+    if args.answer_preview:  # a head on the answer's first position that names every word of the answer
+        preview = torch.nn.Linear(model.config.text_config.hidden_size, model.config.text_config.vocab_size)
+        params += list(preview.parameters())
     ordinal_ids = torch.tensor(processor.tokenizer.convert_tokens_to_ids(list(ORDINALS)))
     if args.compare_answer_prefix:  # a diagnostic: every trained `compare` answer starts with a fixed word
         prefix, draw, answer_of = args.compare_answer_prefix + " ", v1_script.make_task, v1_script.answer_for
@@ -281,6 +325,8 @@ def train_decoder(model, processor, args, rng) -> list[dict]:
         if args.question_loss:
             questions = question_labels[:, 1:].flatten()
             loss = loss + args.question_loss * F.cross_entropy(logits.flatten(0, 1), questions, ignore_index=-100)
+        if preview is not None:
+            loss = loss + args.answer_preview * answer_preview_loss(hidden[:, :-1], targets, preview, ids["end"])
         if head is not None and multi:
             summary = label_summary_loss(
                 outputs.hidden_states[args.label_layer], batch["input_ids"], drawn, head, ordinal_ids, ids["image"]
@@ -314,7 +360,7 @@ def train_decoder(model, processor, args, rng) -> list[dict]:
             model.eval()
             log(f"held-out at step {step}: {evaluate(model, processor, args.eval_every_items, args)['per_kind']}")
             model.train()
-    v1_script.more_questions = more_questions
+    v1_script.more_questions, v1_script.make_task = more_questions, make_task
     model.eval()
     return history
 
@@ -329,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vision-batch", type=int, default=32)
     parser.add_argument("--vision-lr", type=float, default=3e-3)
     parser.add_argument("--distill", type=float, default=1.0, help="weight of the cell-mean regression onto v1")
+    parser.add_argument(
+        "--layout", choices=LAYOUTS, default="cell", help="the pictures: shapes filling cells, or small in a quadrant"
+    )
     parser.add_argument("--decoder-steps", type=int, default=3000)
     parser.add_argument("--stop-after", type=int, default=0)
     parser.add_argument("--batch", type=int, default=16)
@@ -348,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", type=Path, default=None, help="start from this v2 directory: no vision stage")
     parser.add_argument("--label-loss", type=float, default=0.0, help="weight of the label tokens' summary loss")
     parser.add_argument("--label-layer", type=int, default=8, help="hidden state the summary head reads")
+    parser.add_argument(
+        "--answer-preview", type=float, default=0.0, help="weight of the answer preview loss at each answer's start"
+    )
     parser.add_argument("--compare-only-steps", type=int, default=0, help="first decoder steps on `compare` alone")
     parser.add_argument(
         "--compare-only-images", type=int, default=4, help="most pictures per chat in those steps (2 to 4)"
