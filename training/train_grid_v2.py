@@ -18,7 +18,14 @@ Recipe:
    step 0 is v1's decoder reading v2's tokens.
 3. **Joint stage.** Everything trains on v1's task batches (five questions per chat, question-word
    loss), single-image and multi-image batches alternating (`--multi-every`), on the real 36-token
-   images with v2's chat template (the ordinal label after each image).
+   images with v2's chat template (the ordinal label after each image). Two heads that are dropped
+   afterwards add losses: `--label-loss`, which shapes each picture shows, from its label token;
+   and `--answer-preview`, which words the whole answer holds, from the position that predicts
+   its first word (the prompt's last token).
+
+`--layout quadrant` (the shipped model's) draws every picture with each shape small, in one
+quadrant of its cell (`plphp.tasks`, "Layouts"), so that each shape lies in one vision token; v1's
+teacher sees the same cells drawn its own way.
 4. Held-out evaluation on `make_tasks(split="test")` through `model.generate()`, in `training.json`.
 
 A `compare` curriculum, unused by the shipped command (docs/grid-model.md, runs d-m): the first
@@ -189,20 +196,23 @@ def label_summary_loss(hidden_states, input_ids, items, head, ordinal_ids, image
     return F.binary_cross_entropy_with_logits(head(torch.stack(states)), torch.stack(targets))
 
 
-def answer_preview_loss(hidden, targets, head, end_id: int) -> torch.Tensor:
+def answer_preview_loss(hidden, targets, head, end_id: int, every_position: bool = False) -> torch.Tensor:
     """BCE of `head` at each answer's first position (the prompt's last token): which words the whole answer holds.
 
     `hidden` [B, T, D] are the states that predict `targets` [B, T] (labels shifted by one, -100
     outside answers). The first position of every answer span is where the answer's first word
     is predicted; the preview makes that state gather what the rest of the answer needs, as the
-    last prompt token of a large model does when it plans its answer.
+    last prompt token of a large model does when it plans its answer. `every_position`: at every
+    position of an answer, the words from the one it predicts to the answer's end.
     """
     answer = targets != -100
     starts = answer & ~torch.cat([torch.zeros_like(answer[:, :1]), answer[:, :-1]], dim=1)
     turn = starts.long().cumsum(dim=1)
+    index = torch.arange(targets.shape[1])
     states, bags = [], []
-    for b, position in starts.nonzero().tolist():
-        words = targets[b][answer[b] & (turn[b] == turn[b, position]) & (targets[b] != end_id)]
+    for b, position in (answer if every_position else starts).nonzero().tolist():
+        rest = answer[b] & (turn[b] == turn[b, position]) & (index >= position)
+        words = targets[b][rest & (targets[b] != end_id)]
         bag = torch.zeros(head.out_features)
         bag[words] = 1.0
         states.append(hidden[b, position])
@@ -326,7 +336,10 @@ def train_decoder(model, processor, args, rng) -> list[dict]:
             questions = question_labels[:, 1:].flatten()
             loss = loss + args.question_loss * F.cross_entropy(logits.flatten(0, 1), questions, ignore_index=-100)
         if preview is not None:
-            loss = loss + args.answer_preview * answer_preview_loss(hidden[:, :-1], targets, preview, ids["end"])
+            preview_loss = answer_preview_loss(
+                hidden[:, :-1], targets, preview, ids["end"], args.preview_every_position
+            )
+            loss = loss + args.answer_preview * preview_loss
         if head is not None and multi:
             summary = label_summary_loss(
                 outputs.hidden_states[args.label_layer], batch["input_ids"], drawn, head, ordinal_ids, ids["image"]
@@ -399,6 +412,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label-layer", type=int, default=8, help="hidden state the summary head reads")
     parser.add_argument(
         "--answer-preview", type=float, default=0.0, help="weight of the answer preview loss at each answer's start"
+    )
+    parser.add_argument(
+        "--preview-every-position", action="store_true", help="the preview at every answer position: the words to come"
     )
     parser.add_argument("--compare-only-steps", type=int, default=0, help="first decoder steps on `compare` alone")
     parser.add_argument(
