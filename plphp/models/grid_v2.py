@@ -12,10 +12,14 @@ nine-fold redundant and random pruning loses nothing. v2 changes what a vision t
 - language model: Qwen2, 16 decoder layers, width 128, 4 query heads and 2 key/value heads, so the
   default `plphp` preset (start layer 2) prunes 14 of 16 layers and removes over half the vision KV;
 - chat template: each image is followed by its ordinal word (``<image> first <image> second``),
-  a label token that can summarise the picture before it.
+  a label token that can summarise the picture before it;
+- pictures: the tasks' `quadrant` layout (`plphp.tasks`, "Layouts"): each shape is drawn small,
+  in one quadrant of its cell, so it lies in exactly one vision token and a policy that drops
+  that token loses the answer. `plphp.models.builtin.task_layout` reads the layout from the
+  `training.json` beside the weights, and `plphp eval` draws it by default.
 
-Same tokenizer and tasks as v1. `training/train_grid_v2.py` trains it; `load_grid_v2_model`
-loads the shipped weights from `GRID_V2_MODEL_DIR`.
+Same tokenizer, questions and answers as v1. `training/train_grid_v2.py` trains it;
+`load_grid_v2_model` loads the shipped weights from `GRID_V2_MODEL_DIR`.
 """
 
 from __future__ import annotations

@@ -74,3 +74,11 @@ def test_v2_is_shipped_small_and_loads_in_a_process_that_never_imported_plphp():
     ]
     model, processor, description = load_builtin_model("grid-v2")
     assert "v2" in description and processor.chat_template == build_grid_v2_processor().chat_template
+
+
+def test_v2_is_scored_on_the_pictures_it_was_trained_on():
+    from plphp.models.builtin import task_layout
+
+    record = json.loads((GRID_V2_MODEL_DIR / "training.json").read_text())
+    assert task_layout("grid-v2") == record["settings"]["layout"] == "quadrant"
+    assert task_layout("grid") == "cell"  # v1 predates the layouts: its pictures fill the cells
