@@ -126,10 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         policies=policies,
         out_dir=args.out,
         settings=EvalSettings(batch_size=args.batch_size, max_new_tokens=16, recall=not args.no_recall),
-        run_info={
-            "model": str(args.model or "grid (shipped)"),
-            "dataset": f"built-in tasks, seed 0, {args.items}, {layout} layout",
-        },
+        run_info={"model": str(args.model or "grid (shipped)"), "dataset": f"built-in, seed 0, {args.items}, {layout}"},
         console=console,
         overwrite=args.overwrite,
     )
