@@ -319,14 +319,14 @@ def train_decoder(model, processor, args, rng) -> list[dict]:
             outputs = inner.language_model(
                 inputs_embeds=scaffolded_embeds(inner, batch, ids["image"], ordinal_ids, scaffold),
                 attention_mask=batch["attention_mask"],
-                output_hidden_states=bool(head is not None),
+                output_hidden_states=bool(head is not None) or args.preview_layer >= 0,
             )
         else:
             outputs = inner(
                 input_ids=batch["input_ids"],
                 attention_mask=batch["attention_mask"],
                 pixel_values=batch["pixel_values"],
-                output_hidden_states=bool(head is not None and multi),
+                output_hidden_states=bool(head is not None and multi) or args.preview_layer >= 0,
             )
         hidden = outputs.last_hidden_state
         logits = model.lm_head(hidden[:, :-1])
@@ -336,8 +336,9 @@ def train_decoder(model, processor, args, rng) -> list[dict]:
             questions = question_labels[:, 1:].flatten()
             loss = loss + args.question_loss * F.cross_entropy(logits.flatten(0, 1), questions, ignore_index=-100)
         if preview is not None:
+            states = hidden if args.preview_layer < 0 else outputs.hidden_states[args.preview_layer]
             preview_loss = answer_preview_loss(
-                hidden[:, :-1], targets, preview, ids["end"], args.preview_every_position
+                states[:, :-1], targets, preview, ids["end"], args.preview_every_position
             )
             loss = loss + args.answer_preview * preview_loss
         if head is not None and multi:
@@ -412,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label-layer", type=int, default=8, help="hidden state the summary head reads")
     parser.add_argument(
         "--answer-preview", type=float, default=0.0, help="weight of the answer preview loss at each answer's start"
+    )
+    parser.add_argument(
+        "--preview-layer", type=int, default=-1, help="hidden state the preview head reads (-1: the final one)"
     )
     parser.add_argument(
         "--preview-every-position", action="store_true", help="the preview at every answer position: the words to come"
