@@ -19,7 +19,7 @@ ARGS = ["--threads", "1", "--vision-steps", "2", "--decoder-steps", "3", "--batc
 ARGS += ["--warmup", "1", "--eval-items", "5", "--eval-batch", "5", "--turns", "2"]
 ARGS += ["--compare-only-steps", "1", "--compare-only-images", "2", "--compare-scaffold", "1"]
 ARGS += ["--compare-only-counts", "0.5", "--compare-answer-prefix", "images", "--layout", "quadrant"]
-ARGS += ["--label-loss", "0.3", "--answer-preview", "1"]
+ARGS += ["--label-loss", "0.3", "--answer-preview", "1", "--preview-layer", "10"]  # the shipped recipe
 
 
 def _train(out: Path) -> subprocess.CompletedProcess:
