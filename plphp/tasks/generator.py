@@ -151,14 +151,13 @@ def make_task(
             params = {"row": int(rng.integers(1, rows + 1))}
         else:
             raise ValueError(f"unknown task kind {kind!r}; expected one of {KINDS}")
-    answer = answer_for(kind, scenes, params)
-    if layout != "cell":
+    if layout != "cell":  # the answers read the cells, which the layout leaves as they are
         scenes = tuple(with_layout(scene, layout, rng) for scene in scenes)
     return TaskItem(
         id=item_id,
         kind=kind,
         question=question_for(kind, params),
-        answer=answer,
+        answer=answer_for(kind, scenes, params),
         scenes=scenes,
         params=params,
     )
